@@ -1,0 +1,111 @@
+import { readFileSync } from 'node:fs'
+import { unlink } from 'node:fs/promises'
+import net from 'node:net'
+import tls from 'node:tls'
+import type { GatewayConfig } from '../config/index.ts'
+import type { Logger } from '../log.ts'
+import { Pooler } from '../pooler/index.ts'
+import { ReportedParameters } from './parameters.ts'
+import type { Session } from './session.ts'
+import { acceptClient, type StartupContext } from './startup.ts'
+import { StatementRegistry } from './statements.ts'
+
+/** A running gateway. */
+export interface Gateway {
+  /** The TCP port it listens on (useful when configured with port 0). */
+  readonly port: number
+  readonly pooler: Pooler
+  /** Sessions currently open. */
+  sessionCount(): number
+  /** Stops accepting, ends every session and closes every backend. */
+  close(): Promise<void>
+}
+
+/**
+ * Starts the gateway: client listeners (TCP and optionally a Unix socket), sessions,
+ * and the in-process pooler they lease backends from.
+ */
+export async function startGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
+  const { upstream } = config
+  const pooler = new Pooler(
+    {
+      upstream,
+      pool: config.pool,
+      authCacheTtlMs: config.auth.cacheTtlMs,
+    },
+    log,
+  )
+  const sessions = new Map<number, Session>()
+  let lastSessionId = 0
+  const secureContext =
+    config.tls === null
+      ? null
+      : tls.createSecureContext({
+          cert: readFileSync(config.tls.certFile),
+          key: readFileSync(config.tls.keyFile),
+        })
+  const ctx: StartupContext = {
+    authMethod: config.auth.method,
+    pooler,
+    parameters: new ReportedParameters(pooler),
+    statements: new StatementRegistry(),
+    secureContext,
+    startupTimeoutMs: config.startupTimeoutMs,
+    log,
+    maxClientConnections: config.maxClientConnections,
+    sessionCount: () => sessions.size,
+    nextSessionId() {
+      // Session ids double as the BackendKeyData process id: positive int32, never reused while open.
+      do lastSessionId = lastSessionId >= 0x7ffffffe ? 1 : lastSessionId + 1
+      while (sessions.has(lastSessionId))
+      return lastSessionId
+    },
+    register: (session) => sessions.set(session.id, session),
+    unregister: (session) => sessions.delete(session.id),
+    cancel(processId, secretKey) {
+      const session = sessions.get(processId)
+      // A wrong key does nothing, and says nothing, as in PostgreSQL.
+      if (session !== undefined && session.secretKey === secretKey) session.cancel()
+    },
+  }
+  const onConnection = (socket: net.Socket): void => {
+    socket.setNoDelay(true)
+    socket.on('error', () => {})
+    void acceptClient(socket, ctx)
+  }
+  const servers: net.Server[] = []
+  const tcp = net.createServer({ noDelay: true }, onConnection)
+  await listen(tcp, { host: config.listen.host, port: config.listen.port, backlog: 4096 })
+  servers.push(tcp)
+  const port = (tcp.address() as net.AddressInfo).port
+  let socketPath: string | null = null
+  if (config.unixSocketDir !== null) {
+    socketPath = `${config.unixSocketDir}/.s.PGSQL.${port}`
+    await unlink(socketPath).catch(() => {})
+    const unix = net.createServer(onConnection)
+    await listen(unix, { path: socketPath, backlog: 4096 })
+    servers.push(unix)
+  }
+  log.info({ listen: `${config.listen.host}:${port}`, socket: socketPath }, 'gateway listening')
+
+  return {
+    port,
+    pooler,
+    sessionCount: () => sessions.size,
+    async close() {
+      await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))))
+      for (const session of [...sessions.values()]) session.close('gateway shutting down')
+      await pooler.close()
+    },
+  }
+}
+
+function listen(server: net.Server, options: net.ListenOptions): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(options, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+}

@@ -1,0 +1,602 @@
+import assert from 'node:assert'
+import type net from 'node:net'
+import type { Logger } from 'pino'
+import { FixedQueue } from '../net/index.ts'
+import type { BackendReceiver, Lease, LeaseRequest, Pooler } from '../pooler/index.ts'
+import {
+  Backend,
+  closeComplete,
+  errorResponse,
+  type FrameHandler,
+  Framer,
+  FrameTooLargeError,
+  Frontend,
+  PgError,
+  parseComplete,
+  readyForQuery,
+  SqlState,
+  TxStatus,
+} from '../protocol/index.ts'
+import { type CanonicalStatement, readCString, replaceCString, type StatementRegistry } from './statements.ts'
+
+/** What a client message expects back, in order. */
+const Kind = { Parse: 1, Bind: 2, Describe: 3, Execute: 4, Close: 5, Sync: 6, Query: 7 } as const
+/** What happens to the reply: forwarded, swallowed (we sent the request), or made up here. */
+const Action = { Forward: 0, Skip: 1, Fake: 2 } as const
+
+/** One expected reply (STYLE item 14: PgBouncer's and PgDog's outstanding-request queue). */
+interface Reply {
+  kind: number
+  action: number
+  /** The frame to send for a Fake reply. */
+  fake: Buffer | null
+  /** For Parse: the statement it prepares, so a failure can be undone. */
+  statement: CanonicalStatement | null
+  clientName: string | null
+}
+
+/** Session identity and what it needs from the gateway around it. */
+export interface SessionContext {
+  id: number
+  database: string
+  user: string
+  settings: ReadonlyMap<string, string>
+  settingsKey: string
+  pooler: Pooler
+  statements: StatementRegistry
+  log: Logger
+  onClose(session: Session): void
+}
+
+/** Bytes gathered from one side, written to the other in one call at a batch boundary. */
+class Batch {
+  private parts: Buffer[] = []
+  private bytes = 0
+  /** The open run: a range of one chunk that grows while frames arrive back to back. */
+  private run: Buffer | null = null
+  private runStart = 0
+  private runEnd = 0
+
+  get empty(): boolean {
+    return this.run === null && this.parts.length === 0
+  }
+
+  push(frame: Buffer): void {
+    const run = this.run
+    if (run !== null && frame.buffer === run.buffer && frame.byteOffset === run.byteOffset + this.runEnd) {
+      this.runEnd += frame.length
+      return
+    }
+    this.closeRun()
+    // Remember the frame as the start of a run over its underlying memory.
+    this.run = frame
+    this.runStart = 0
+    this.runEnd = frame.length
+  }
+
+  /** Everything gathered, as one buffer, and empties the batch. */
+  take(): Buffer | null {
+    this.closeRun()
+    const parts = this.parts
+    if (parts.length === 0) return null
+    const out = parts.length === 1 ? parts[0] : Buffer.concat(parts, this.bytes)
+    this.parts = []
+    this.bytes = 0
+    return out
+  }
+
+  private closeRun(): void {
+    const run = this.run
+    if (run === null) return
+    const piece =
+      this.runEnd === run.length
+        ? run
+        : Buffer.from(run.buffer, run.byteOffset + this.runStart, this.runEnd - this.runStart)
+    this.parts.push(piece)
+    this.bytes += piece.length
+    this.run = null
+  }
+}
+
+/**
+ * One client session: all of its logical state lives here, none on a backend between
+ * leases. A backend is leased from the first message that needs one until Postgres
+ * reports ReadyForQuery idle with nothing outstanding; prepared statements are mapped
+ * to canonical ones and prepared transparently on whichever backend the lease lands.
+ */
+export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
+  readonly id: number
+  readonly processId: number
+  readonly secretKey: number
+  readonly settings: ReadonlyMap<string, string>
+  readonly settingsKey: string
+  private readonly client: net.Socket
+  private readonly ctx: SessionContext
+  private readonly framer: Framer
+  private lease: Lease | null = null
+  private waiting = false
+  /** Client frames received while waiting for a lease, in order. */
+  private pending: Buffer[] = []
+  private pendingBytes = 0
+  private readonly replies = new FixedQueue<Reply>()
+  private readonly toBackend = new Batch()
+  private readonly toClient = new Batch()
+  private txStatus: number = TxStatus.Idle
+  /** Extended-protocol messages went out since the last Sync: the backend holds unsynced state. */
+  private unsynced = false
+  /** After an error in an extended-protocol batch, Postgres ignores everything until Sync. */
+  private skipUntilSync = false
+  /** Client statement names and what they stand for. */
+  private readonly statements = new Map<string, CanonicalStatement>()
+  private closed = false
+  private pausedLease: Lease | null = null
+
+  constructor(client: net.Socket, ctx: SessionContext, processId: number, secretKey: number) {
+    this.client = client
+    this.ctx = ctx
+    this.id = ctx.id
+    this.processId = processId
+    this.secretKey = secretKey
+    this.settings = ctx.settings
+    this.settingsKey = ctx.settingsKey
+    this.framer = new Framer(this, { streamTypes: [Frontend.CopyData] })
+  }
+
+  /** Takes over the client socket after startup; `leftover` are bytes already read past startup. */
+  start(leftover: Buffer | null): void {
+    this.client.on('data', (chunk: Buffer) => this.onClientData(chunk))
+    this.client.on('error', () => this.close('client socket error'))
+    this.client.on('close', () => this.close('client disconnected'))
+    if (leftover !== null && leftover.length > 0) this.onClientData(leftover)
+  }
+
+  /** A CancelRequest with this session's key arrived. */
+  cancel(): void {
+    this.lease?.cancel()
+  }
+
+  private onClientData(chunk: Buffer): void {
+    try {
+      this.framer.feed(chunk)
+    } catch (error) {
+      if (error instanceof FrameTooLargeError) {
+        this.fatal(new PgError(SqlState.ProtocolViolation, error.message))
+        return
+      }
+      throw error
+    }
+    this.flushBackend()
+  }
+
+  // ---- client → backend ----
+
+  onMessage(type: number, frame: Buffer): void {
+    if (this.closed) return
+    if (this.lease !== null) {
+      this.handleClientMessage(type, frame)
+      return
+    }
+    if (type === Frontend.Terminate) {
+      this.close('client terminated')
+      return
+    }
+    if (!this.waiting) {
+      if (type === Frontend.CopyData || type === Frontend.CopyDone || type === Frontend.CopyFail) {
+        return // Postgres ignores copy messages outside COPY, and so does a session with no lease
+      }
+      if (this.skipUntilSync) {
+        // Skipping after an error needs no backend: answer the Sync here.
+        if (type === Frontend.Sync) {
+          this.skipUntilSync = false
+          this.toClient.push(readyForQuery[this.txStatus])
+          this.flushClient()
+        }
+        return
+      }
+    }
+    this.pending.push(frame)
+    this.pendingBytes += frame.length
+    if (this.pendingBytes > MAX_PENDING_BYTES) this.client.pause()
+    if (!this.waiting) {
+      this.waiting = true
+      this.ctx.pooler.acquire(this.ctx.database, this.ctx.user, this)
+    }
+  }
+
+  onMessagePart(type: number, piece: Buffer, first: boolean, last: boolean): void {
+    // Only CopyData streams; it needs the lease a COPY already holds.
+    if (this.lease === null) {
+      if (first && !last)
+        this.fatal(new PgError(SqlState.ProtocolViolation, 'unexpected CopyData outside COPY'))
+      return
+    }
+    void type
+    this.toBackend.push(piece)
+    this.flushBackend()
+  }
+
+  onLease(lease: Lease): void {
+    this.waiting = false
+    if (this.closed) {
+      lease.release()
+      return
+    }
+    this.lease = lease
+    lease.attach(this)
+    const pending = this.pending
+    this.pending = []
+    this.pendingBytes = 0
+    for (const frame of pending) {
+      if (this.closed || this.lease === null) break
+      this.handleClientMessage(frame[0], frame)
+    }
+    this.flushBackend()
+    if (this.client.isPaused()) this.client.resume()
+  }
+
+  onLeaseError(error: PgError): void {
+    this.waiting = false
+    if (this.closed) return
+    // As after any error, drop the batch up to its Sync, then report ready again.
+    const pending = this.pending
+    this.pending = []
+    this.pendingBytes = 0
+    this.toClient.push(errorResponse('ERROR', error.code, error.message, error.detail, error.hint))
+    let synced = false
+    for (const frame of pending) {
+      const type = frame[0]
+      if (type === Frontend.Sync || type === Frontend.Query || type === Frontend.FunctionCall) {
+        synced = true
+        break
+      }
+    }
+    if (synced) this.toClient.push(readyForQuery[this.txStatus])
+    else this.skipUntilSync = true
+    this.flushClient()
+    if (this.client.isPaused()) this.client.resume()
+  }
+
+  private handleClientMessage(type: number, frame: Buffer): void {
+    if (this.skipUntilSync) {
+      if (type === Frontend.Sync) {
+        this.skipUntilSync = false
+        this.expect(Kind.Sync, Action.Forward)
+        this.unsynced = false
+        this.toBackend.push(frame)
+      } else if (type === Frontend.Terminate) this.close('client terminated')
+      return
+    }
+    switch (type) {
+      case Frontend.Query:
+      case Frontend.FunctionCall:
+        this.expect(Kind.Query, Action.Forward)
+        this.unsynced = false
+        this.toBackend.push(frame)
+        return
+      case Frontend.Bind:
+        this.bind(frame)
+        return
+      case Frontend.Execute:
+        this.expect(Kind.Execute, Action.Forward)
+        this.unsynced = true
+        this.toBackend.push(frame)
+        return
+      case Frontend.Sync:
+        this.expect(Kind.Sync, Action.Forward)
+        this.unsynced = false
+        this.toBackend.push(frame)
+        return
+      case Frontend.Parse:
+        this.parse(frame)
+        return
+      case Frontend.Describe:
+        this.describe(frame)
+        return
+      case Frontend.Close:
+        this.closeStatement(frame)
+        return
+      case Frontend.Flush:
+      case Frontend.CopyData:
+      case Frontend.CopyDone:
+      case Frontend.CopyFail:
+        this.toBackend.push(frame)
+        return
+      case Frontend.Terminate:
+        this.close('client terminated')
+        return
+      default:
+        this.fatal(new PgError(SqlState.ProtocolViolation, `invalid frontend message type ${type}`))
+    }
+  }
+
+  private parse(frame: Buffer): void {
+    const [name, bodyStart] = readCString(frame, 5)
+    this.unsynced = true
+    if (name === '') {
+      this.expect(Kind.Parse, Action.Forward)
+      this.toBackend.push(frame)
+      return
+    }
+    if (this.statements.has(name)) {
+      this.fakeError(SqlState.DuplicatePreparedStatement, `prepared statement "${name}" already exists`)
+      return
+    }
+    const statement = this.ctx.statements.intern(frame.subarray(bodyStart))
+    this.statements.set(name, statement)
+    const prepared = this.lease!.prepared
+    if (prepared.has(statement.name)) {
+      this.expect(Kind.Parse, Action.Fake, parseComplete, statement, name)
+      return
+    }
+    prepared.add(statement.name)
+    this.expect(Kind.Parse, Action.Forward, null, statement, name)
+    this.toBackend.push(statement.parse)
+  }
+
+  private bind(frame: Buffer): void {
+    this.unsynced = true
+    const portalEnd = frame.indexOf(0, 5)
+    const nameEnd = frame.indexOf(0, portalEnd + 1)
+    if (portalEnd < 0 || nameEnd < 0) {
+      this.fatal(new PgError(SqlState.ProtocolViolation, 'invalid Bind message'))
+      return
+    }
+    if (nameEnd === portalEnd + 1) {
+      this.expect(Kind.Bind, Action.Forward)
+      this.toBackend.push(frame)
+      return
+    }
+    const statement = this.resolveStatement(frame.toString('utf8', portalEnd + 1, nameEnd))
+    if (statement === null) return
+    this.expect(Kind.Bind, Action.Forward)
+    this.toBackend.push(replaceCString(frame, portalEnd + 1, nameEnd, statement.name))
+  }
+
+  private describe(frame: Buffer): void {
+    this.unsynced = true
+    if (frame[5] === 0x53 && frame[6] !== 0) {
+      // Describe of a named statement ('S'): name it as the backend knows it.
+      const nameEnd = frame.indexOf(0, 6)
+      const statement = this.resolveStatement(frame.toString('utf8', 6, nameEnd))
+      if (statement === null) return
+      this.expect(Kind.Describe, Action.Forward)
+      this.toBackend.push(replaceCString(frame, 6, nameEnd, statement.name))
+      return
+    }
+    this.expect(Kind.Describe, Action.Forward)
+    this.toBackend.push(frame)
+  }
+
+  private closeStatement(frame: Buffer): void {
+    this.unsynced = true
+    if (frame[5] === 0x53 && frame[6] !== 0) {
+      // The backend keeps its canonical copy for other sessions; only the name goes.
+      const [name] = readCString(frame, 6)
+      this.statements.delete(name)
+      this.expect(Kind.Close, Action.Fake, closeComplete)
+      return
+    }
+    this.expect(Kind.Close, Action.Forward)
+    this.toBackend.push(frame)
+  }
+
+  /** The canonical statement behind a client name, prepared on the current backend. */
+  private resolveStatement(name: string): CanonicalStatement | null {
+    const statement = this.statements.get(name)
+    if (statement === undefined) {
+      this.fakeError(SqlState.InvalidSqlStatementName, `prepared statement "${name}" does not exist`)
+      return null
+    }
+    const prepared = this.lease!.prepared
+    if (!prepared.has(statement.name)) {
+      prepared.add(statement.name)
+      this.expect(Kind.Parse, Action.Skip, null, statement, null)
+      this.toBackend.push(statement.parse)
+    }
+    return statement
+  }
+
+  /** An error Postgres would raise for this message; like Postgres, skip to the next Sync. */
+  private fakeError(code: string, message: string): void {
+    this.expect(Kind.Sync, Action.Fake, errorResponse('ERROR', code, message))
+    this.skipUntilSync = true
+  }
+
+  private expect(
+    kind: number,
+    action: number,
+    fake: Buffer | null = null,
+    statement: CanonicalStatement | null = null,
+    clientName: string | null = null,
+  ): void {
+    if (action === Action.Fake && this.replies.length === 0) {
+      this.toClient.push(fake!)
+      return
+    }
+    this.replies.push({ kind, action, fake, statement, clientName })
+  }
+
+  private flushBackend(): void {
+    const data = this.toBackend.take()
+    if (data === null) return
+    const lease = this.lease
+    assert(lease !== null, 'backend bytes without a lease')
+    if (!lease.send(data)) {
+      this.client.pause()
+      lease.onDrain(() => {
+        if (this.pendingBytes <= MAX_PENDING_BYTES) this.client.resume()
+      })
+    }
+    // Fake replies that reached the head of the queue (nothing before them) go out now.
+    if (!this.toClient.empty) this.flushClient()
+  }
+
+  // ---- backend → client ----
+
+  onBackendMessage(type: number, frame: Buffer): void {
+    const head = this.replies.peek()
+    const forward = head === undefined || head.action !== Action.Skip
+    switch (type) {
+      case Backend.DataRow:
+      case Backend.CopyData:
+        if (forward) this.toClient.push(frame)
+        return
+      case Backend.ReadyForQuery:
+        this.txStatus = frame[5]
+        if (forward) this.toClient.push(frame)
+        this.complete()
+        if (
+          this.replies.length === 0 &&
+          this.txStatus === TxStatus.Idle &&
+          !this.unsynced &&
+          !this.skipUntilSync
+        ) {
+          this.releaseLease()
+        }
+        return
+      case Backend.ParseComplete:
+      case Backend.BindComplete:
+      case Backend.CloseComplete:
+      case Backend.NoData:
+        if (forward) this.toClient.push(frame)
+        this.complete()
+        return
+      case Backend.RowDescription:
+        if (forward) this.toClient.push(frame)
+        if (head?.kind === Kind.Describe) this.complete()
+        return
+      case Backend.CommandComplete:
+      case Backend.EmptyQueryResponse:
+      case Backend.PortalSuspended:
+        if (forward) this.toClient.push(frame)
+        if (head?.kind === Kind.Execute) this.complete()
+        return
+      case Backend.ErrorResponse:
+        // Even an error on a statement we prepared behind the client's back goes out:
+        // its Bind is about to fail and the client must learn why.
+        this.toClient.push(frame)
+        if (head !== undefined && head.kind !== Kind.Query) this.failUntilSync()
+        return
+      default:
+        if (forward) this.toClient.push(frame)
+    }
+  }
+
+  onBackendMessagePart(_type: number, piece: Buffer): void {
+    const head = this.replies.peek()
+    if (head === undefined || head.action !== Action.Skip) this.toClient.push(piece)
+    this.flushClient()
+  }
+
+  onBackendFlush(): void {
+    this.flushClient()
+  }
+
+  onBackendClosed(error: Error): void {
+    if (this.lease === null) return
+    this.lease = null
+    this.pausedLease = null
+    let syncPoints = 0
+    for (let reply = this.replies.shift(); reply !== undefined; reply = this.replies.shift()) {
+      if (reply.kind === Kind.Sync || reply.kind === Kind.Query) syncPoints++
+    }
+    const message = `server connection lost: ${error.message}`
+    if (this.txStatus !== TxStatus.Idle || syncPoints > 1) {
+      // The transaction or several pipelined batches are gone: only a new connection is honest.
+      this.fatal(new PgError(SqlState.ConnectionFailure, message))
+      return
+    }
+    this.toClient.push(errorResponse('ERROR', SqlState.ConnectionFailure, message))
+    if (syncPoints === 1) this.toClient.push(readyForQuery[TxStatus.Idle])
+    else this.skipUntilSync = true
+    this.unsynced = false
+    this.flushClient()
+  }
+
+  /** The head reply is complete: drop it and send any made-up replies now due. */
+  private complete(): void {
+    this.replies.shift()
+    for (
+      let head = this.replies.peek();
+      head !== undefined && head.action === Action.Fake;
+      head = this.replies.peek()
+    ) {
+      this.toClient.push(head.fake!)
+      this.replies.shift()
+    }
+  }
+
+  /** After an error, Postgres skips to the next Sync: those replies will never come. */
+  private failUntilSync(): void {
+    const lease = this.lease!
+    for (
+      let head = this.replies.peek();
+      head !== undefined && head.kind !== Kind.Sync;
+      head = this.replies.peek()
+    ) {
+      this.replies.shift()
+      if (head.kind === Kind.Parse && head.statement !== null) {
+        // The statement was not created: neither the backend nor the session has it.
+        if (head.action !== Action.Fake) lease.prepared.delete(head.statement.name)
+        if (head.clientName !== null && this.statements.get(head.clientName) === head.statement) {
+          this.statements.delete(head.clientName)
+        }
+      }
+    }
+    if (this.replies.length === 0) this.skipUntilSync = true
+  }
+
+  private flushClient(): void {
+    const data = this.toClient.take()
+    if (data === null || this.closed) return
+    if (!this.client.write(data) && this.lease !== null && this.pausedLease === null) {
+      const lease = this.lease
+      this.pausedLease = lease
+      lease.pause()
+      this.client.once('drain', () => {
+        if (this.pausedLease === lease) {
+          this.pausedLease = null
+          lease.resume()
+        }
+      })
+    }
+  }
+
+  private releaseLease(): void {
+    this.flushClient()
+    const lease = this.lease!
+    this.lease = null
+    this.pausedLease = null
+    lease.release()
+  }
+
+  // ---- teardown: one exit path ----
+
+  /** Sends a FATAL error and closes. */
+  fatal(error: PgError): void {
+    if (this.closed) return
+    this.toClient.push(errorResponse('FATAL', error.code, error.message, error.detail, error.hint))
+    this.flushClient()
+    this.close(error.message)
+  }
+
+  /** Ends the session; its backend goes back clean, is rolled back, or is closed. */
+  close(reason: string): void {
+    if (this.closed) return
+    this.closed = true
+    this.ctx.log.debug({ session: this.id, reason }, 'session closed')
+    if (this.waiting) this.ctx.pooler.cancelWait(this.ctx.database, this.ctx.user, this)
+    const lease = this.lease
+    this.lease = null
+    if (lease !== null) {
+      if (this.replies.length > 0) lease.discard(`client went away mid-request: ${reason}`)
+      else if (this.txStatus === TxStatus.Idle && !this.unsynced) lease.release()
+      else lease.releaseDirty(this.unsynced)
+    }
+    if (!this.client.destroyed) this.client.end()
+    this.ctx.onClose(this)
+  }
+}
+
+/** Client bytes a waiting session buffers before it stops reading its socket. */
+const MAX_PENDING_BYTES = 1 << 20

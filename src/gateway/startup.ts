@@ -1,0 +1,186 @@
+import { randomInt } from 'node:crypto'
+import type net from 'node:net'
+import tls from 'node:tls'
+import type { Logger } from '../log.ts'
+import type { Pooler } from '../pooler/index.ts'
+import { settingsKey } from '../pooler/index.ts'
+import {
+  authenticationOk,
+  Backend,
+  backendKeyData,
+  MessageWriter,
+  PgError,
+  parameterStatus,
+  parseOptionsParameter,
+  parseStartupPacket,
+  readyForQuery,
+  SqlState,
+  StartupPacketError,
+  TxStatus,
+} from '../protocol/index.ts'
+import { authenticateClient, type ClientAuthMethod } from './auth.ts'
+import { ClientReader } from './client-reader.ts'
+import type { ReportedParameters } from './parameters.ts'
+import { Session } from './session.ts'
+import type { StatementRegistry } from './statements.ts'
+
+/** Everything the startup phase needs from the gateway that runs it. */
+export interface StartupContext {
+  authMethod: ClientAuthMethod
+  pooler: Pooler
+  parameters: ReportedParameters
+  statements: StatementRegistry
+  secureContext: tls.SecureContext | null
+  startupTimeoutMs: number
+  log: Logger
+  /** Sessions open now, for the max-client-connections limit. */
+  sessionCount(): number
+  maxClientConnections: number
+  nextSessionId(): number
+  register(session: Session): void
+  unregister(session: Session): void
+  cancel(processId: number, secretKey: number): void
+}
+
+/** Startup parameters that are not settings. */
+const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication'])
+
+/**
+ * Runs a new client connection through the startup phase (SSL/GSS negotiation, cancel,
+ * StartupMessage, authentication) and hands it to a {@link Session}. The whole phase is
+ * bounded by the startup timeout; any failure ends in a FATAL ErrorResponse or a close.
+ */
+export async function acceptClient(socket: net.Socket, ctx: StartupContext): Promise<void> {
+  const reader = new ClientReader(socket)
+  const timer = setTimeout(() => {
+    reader.socket.destroy()
+  }, ctx.startupTimeoutMs)
+  try {
+    await handshake(reader, ctx)
+  } catch (error) {
+    const pgError =
+      error instanceof PgError
+        ? error
+        : error instanceof StartupPacketError
+          ? new PgError(error.code, error.message)
+          : new PgError(SqlState.InternalError, (error as Error).message)
+    if (!(error instanceof PgError || error instanceof StartupPacketError))
+      ctx.log.error({ err: error }, 'startup failed')
+    if (!reader.socket.destroyed) {
+      reader.socket.end(errorFrame(pgError))
+      reader.socket.destroySoon()
+    }
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+function errorFrame(error: PgError): Buffer {
+  return new PgError(error.code, error.message, {
+    severity: 'FATAL',
+    detail: error.detail,
+    hint: error.hint,
+  }).toFrame()
+}
+
+async function handshake(reader: ClientReader, ctx: StartupContext): Promise<void> {
+  let encrypted = false
+  for (;;) {
+    const packet = parseStartupPacket(await reader.readStartupPacket())
+    if (packet.kind === 'ssl') {
+      if (ctx.secureContext === null || encrypted) {
+        reader.socket.write('N')
+        continue
+      }
+      // Bytes that came before the handshake would be trusted as if encrypted (CVE-2021-23214).
+      if (reader.pendingBytes > 0)
+        throw new PgError(SqlState.ProtocolViolation, 'received unencrypted data after SSL request')
+      reader.socket.write('S')
+      const secure = new tls.TLSSocket(reader.socket, { isServer: true, secureContext: ctx.secureContext })
+      secure.setNoDelay(true)
+      reader.replaceSocket(secure)
+      encrypted = true
+      continue
+    }
+    if (packet.kind === 'gssenc') {
+      reader.socket.write('N')
+      continue
+    }
+    if (packet.kind === 'cancel') {
+      ctx.cancel(packet.processId, packet.secretKey)
+      reader.socket.destroy()
+      return
+    }
+    await startSession(reader, packet.parameters, packet.minorVersion, ctx)
+    return
+  }
+}
+
+async function startSession(
+  reader: ClientReader,
+  parameters: Map<string, string>,
+  minorVersion: number,
+  ctx: StartupContext,
+): Promise<void> {
+  const user = parameters.get('user')!
+  const database = parameters.get('database') || user
+  if (parameters.has('replication') && parameters.get('replication') !== 'false') {
+    throw new PgError(
+      SqlState.FeatureNotSupported,
+      'replication connections are not supported through the gateway yet',
+    )
+  }
+  const settings = new Map<string, string>()
+  const unsupported: string[] = []
+  for (const [name, value] of parameters) {
+    if (name.startsWith('_pq_.')) unsupported.push(name)
+    else if (!NOT_SETTINGS.has(name)) settings.set(name, value)
+  }
+  const options = parameters.get('options')
+  if (options !== undefined)
+    for (const [name, value] of parseOptionsParameter(options)) settings.set(name, value)
+  if (ctx.sessionCount() >= ctx.maxClientConnections) {
+    throw new PgError(SqlState.TooManyConnections, 'sorry, too many clients already')
+  }
+
+  if (minorVersion > 0 || unsupported.length > 0) reader.socket.write(negotiateProtocolVersion(unsupported))
+  const credentials = await authenticateClient(reader, user, ctx.authMethod, ctx.pooler)
+  if (credentials.scramKeys !== undefined || credentials.md5Hash !== undefined)
+    ctx.pooler.setCredentials(user, credentials)
+  const key = settingsKey(settings)
+  const reported = await ctx.parameters.get(database, user, settings, key)
+  const id = ctx.nextSessionId()
+  const secretKey = randomInt(1, 0x7fffffff)
+  const parts = [authenticationOk]
+  for (const [name, value] of reported) parts.push(parameterStatus(name, value))
+  parts.push(backendKeyData(id, secretKey), readyForQuery[TxStatus.Idle])
+  const socket = reader.socket
+  if (socket.destroyed) return
+  const leftover = reader.detach()
+  const session = new Session(
+    socket,
+    {
+      id,
+      database,
+      user,
+      settings,
+      settingsKey: key,
+      pooler: ctx.pooler,
+      statements: ctx.statements,
+      log: ctx.log,
+      onClose: (closed) => ctx.unregister(closed),
+    },
+    id,
+    secretKey,
+  )
+  ctx.register(session)
+  socket.write(Buffer.concat(parts))
+  session.start(leftover)
+}
+
+/** NegotiateProtocolVersion: we speak 3.0 and none of the `_pq_.` extensions. */
+function negotiateProtocolVersion(unsupported: readonly string[]): Buffer {
+  const writer = new MessageWriter(Backend.NegotiateProtocolVersion).int32(0).int32(unsupported.length)
+  for (const name of unsupported) writer.cstring(name)
+  return writer.finish()
+}

@@ -1,0 +1,64 @@
+import { Frontend } from '../protocol/index.ts'
+
+/**
+ * A prepared statement as backends know it: one canonical name per distinct
+ * (query text, parameter types), shared by every session, so that a backend prepares
+ * each statement at most once however many sessions use it under their own names.
+ */
+export interface CanonicalStatement {
+  /** The name backends know it by. */
+  readonly name: string
+  /** A complete Parse frame under that name, to prepare it on a backend that lacks it. */
+  readonly parse: Buffer
+}
+
+/**
+ * Maps statement bodies (query text and parameter types, the Parse frame after its
+ * name) to canonical statements. The key is the raw body, so equal text with other
+ * types is another statement, as it is to Postgres.
+ */
+export class StatementRegistry {
+  private readonly byBody = new Map<string, CanonicalStatement>()
+  private nextId = 1
+
+  /** The canonical statement for a Parse body (frame bytes after the statement name). */
+  intern(body: Buffer): CanonicalStatement {
+    const key = body.toString('latin1')
+    let statement = this.byBody.get(key)
+    if (statement === undefined) {
+      const name = `tp_${(this.nextId++).toString(36)}`
+      const nameBytes = Buffer.byteLength(name)
+      const parse = Buffer.allocUnsafe(5 + nameBytes + 1 + body.length)
+      parse[0] = Frontend.Parse
+      parse.writeInt32BE(parse.length - 1, 1)
+      parse.write(name, 5, 'latin1')
+      parse[5 + nameBytes] = 0
+      body.copy(parse, 6 + nameBytes)
+      statement = { name, parse }
+      this.byBody.set(key, statement)
+    }
+    return statement
+  }
+
+  get size(): number {
+    return this.byBody.size
+  }
+}
+
+/** Reads the NUL-terminated string at `offset`; returns it and the offset after its NUL. */
+export function readCString(frame: Buffer, offset: number): [string, number] {
+  const end = frame.indexOf(0, offset)
+  if (end < 0) throw new RangeError('unterminated string in message')
+  return [frame.toString('utf8', offset, end), end + 1]
+}
+
+/** A copy of `frame` with the C string in [nameStart, nameEnd) replaced by `name`. */
+export function replaceCString(frame: Buffer, nameStart: number, nameEnd: number, name: string): Buffer {
+  const nameBytes = Buffer.byteLength(name)
+  const out = Buffer.allocUnsafe(frame.length - (nameEnd - nameStart) + nameBytes)
+  frame.copy(out, 0, 0, nameStart)
+  out.write(name, nameStart, 'latin1')
+  frame.copy(out, nameStart + nameBytes, nameEnd)
+  out.writeInt32BE(out.length - 1, 1)
+  return out
+}

@@ -1,0 +1,351 @@
+import assert from 'node:assert'
+import net from 'node:net'
+import {
+  AuthCode,
+  Backend,
+  type FrameHandler,
+  Framer,
+  frontend,
+  PgError,
+  parseErrorFields,
+  SqlState,
+} from '../protocol/index.ts'
+import { md5Response, md5ResponseFromPassword } from '../protocol/md5.ts'
+import { clientFinal, clientFirst, verifyServerFinal } from '../protocol/scram.ts'
+
+/** Where a backend connects: a TCP address or a Unix-socket directory. */
+export interface Endpoint {
+  host?: string
+  port: number
+  socketDir?: string
+}
+
+/** What a backend login may present, whichever method the server asks for. */
+export interface BackendCredentials {
+  password?: string
+  /** SCRAM keys recovered from a client's proof (PgBouncer's "SCRAM pass-through"). */
+  scramKeys?: { clientKey: Buffer; serverKey: Buffer }
+  /** pg_authid's `md5…` hash, enough to answer an MD5 challenge. */
+  md5Hash?: string
+}
+
+/** Receives what a leased backend sends. Exactly one receiver at a time. */
+export interface BackendReceiver {
+  onBackendMessage(type: number, frame: Buffer): void
+  onBackendMessagePart(type: number, piece: Buffer, first: boolean, last: boolean): void
+  /** End of one socket read: a good moment to flush what was gathered. */
+  onBackendFlush(): void
+  onBackendClosed(error: Error): void
+}
+
+export type BackendState = 'connecting' | 'idle' | 'leased' | 'closed'
+
+let nextBackendId = 1
+
+/**
+ * One connection to Postgres, owned by a pool. After login it frames everything the
+ * server sends and hands it to its current receiver (the session holding the lease);
+ * with no receiver, only notices may arrive, anything else marks it broken.
+ */
+export class BackendConn implements FrameHandler {
+  readonly id = nextBackendId++
+  readonly socket: net.Socket
+  state: BackendState = 'connecting'
+  processId = 0
+  secretKey = 0
+  /** ParameterStatus values reported at login. */
+  readonly parameters = new Map<string, string>()
+  /** Canonical prepared statements present on this backend. */
+  readonly prepared = new Set<string>()
+  /** Session settings applied with set_config, and their canonical key. */
+  settings = new Map<string, string>()
+  settingsKey = ''
+  readonly createdAt = Date.now()
+  lastUsedAt = Date.now()
+  receiver: BackendReceiver | null = null
+  /** Set once the connection failed or was closed. */
+  closeError: Error | null = null
+  private readonly framer: Framer
+  private onClose: ((conn: BackendConn, error: Error) => void) | null = null
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket
+    this.framer = new Framer(this, { streamTypes: [Backend.DataRow, Backend.CopyData] })
+  }
+
+  /** Connects and logs in; resolves once the server sent ReadyForQuery. */
+  static connect(
+    endpoint: Endpoint,
+    startup: Record<string, string>,
+    credentials: BackendCredentials,
+    timeoutMs: number,
+  ): Promise<BackendConn> {
+    const socket = endpoint.socketDir
+      ? net.connect(`${endpoint.socketDir}/.s.PGSQL.${endpoint.port}`)
+      : net.connect({ host: endpoint.host ?? '127.0.0.1', port: endpoint.port, noDelay: true })
+    const conn = new BackendConn(socket)
+    return new Promise((resolve, reject) => {
+      const login = new Login(conn, startup, credentials, resolve, reject)
+      const timer = setTimeout(
+        () =>
+          login.fail(new PgError(SqlState.ConnectionFailure, `backend login timed out after ${timeoutMs}ms`)),
+        timeoutMs,
+      )
+      timer.unref()
+      login.onSettle = () => clearTimeout(timer)
+      socket.once('connect', () => socket.write(frontend.startupMessage(startup)))
+      socket.on('data', (chunk: Buffer) => {
+        try {
+          if (conn.state === 'connecting') login.feed(chunk)
+          else conn.feed(chunk)
+        } catch (error) {
+          conn.destroy(error as Error)
+        }
+      })
+      socket.on('error', (error) => {
+        if (conn.state === 'connecting') login.fail(new PgError(SqlState.ConnectionFailure, error.message))
+        else conn.destroy(error)
+      })
+      socket.on('close', () => {
+        if (conn.state === 'connecting')
+          login.fail(new PgError(SqlState.ConnectionFailure, 'server closed the connection during login'))
+        else
+          conn.destroy(new PgError(SqlState.ConnectionFailure, 'server closed the connection unexpectedly'))
+      })
+    })
+  }
+
+  /** Registers the single close listener (the owning pool). */
+  setCloseListener(listener: (conn: BackendConn, error: Error) => void): void {
+    this.onClose = listener
+  }
+
+  write(data: Buffer): boolean {
+    return this.socket.write(data)
+  }
+
+  /** Feeds post-login bytes. */
+  feed(chunk: Buffer): void {
+    this.framer.feed(chunk)
+    this.receiver?.onBackendFlush()
+  }
+
+  onMessage(type: number, frame: Buffer): void {
+    if (this.receiver !== null) {
+      this.receiver.onBackendMessage(type, frame)
+      return
+    }
+    // Idle: a notice or a setting report can arrive unasked; anything else (an
+    // ErrorResponse such as 57P01 admin_shutdown) means the connection is done.
+    if (type === Backend.NoticeResponse || type === Backend.ParameterStatus) return
+    const error =
+      type === Backend.ErrorResponse
+        ? errorFromFrame(frame)
+        : new PgError(
+            SqlState.ProtocolViolation,
+            `unexpected message 0x${type.toString(16)} from idle backend`,
+          )
+    this.destroy(error)
+  }
+
+  onMessagePart(type: number, piece: Buffer, first: boolean, last: boolean): void {
+    if (this.receiver !== null) this.receiver.onBackendMessagePart(type, piece, first, last)
+    else this.destroy(new PgError(SqlState.ProtocolViolation, 'unexpected data from idle backend'))
+  }
+
+  /** Closes the connection (politely when it is still healthy) and tells the pool once. */
+  destroy(error: Error = new PgError(SqlState.AdminShutdown, 'backend closed by pool')): void {
+    if (this.state === 'closed') return
+    this.state = 'closed'
+    this.closeError = error
+    if (!this.socket.destroyed) {
+      this.socket.end(frontend.terminate)
+      this.socket.destroySoon()
+    }
+    const receiver = this.receiver
+    this.receiver = null
+    receiver?.onBackendClosed(error)
+    this.onClose?.(this, error)
+  }
+}
+
+/** Turns an ErrorResponse frame from the server into a PgError with its fields. */
+export function errorFromFrame(frame: Buffer): PgError {
+  const fields = parseErrorFields(frame.subarray(5))
+  return new PgError(fields.code || SqlState.InternalError, fields.message, {
+    severity: fields.severity === 'FATAL' ? 'FATAL' : 'ERROR',
+    detail: fields.detail,
+    hint: fields.hint,
+  })
+}
+
+/** The login conversation: authentication, ParameterStatus, BackendKeyData, ReadyForQuery. */
+class Login implements FrameHandler {
+  onSettle: () => void = () => {}
+  private readonly conn: BackendConn
+  private readonly credentials: BackendCredentials
+  private readonly user: string
+  private readonly framer: Framer
+  private scram: ReturnType<typeof clientFirst>['state'] | null = null
+  private expectedServerSignature: Buffer | null = null
+  private settled = false
+  private readonly resolve: (conn: BackendConn) => void
+  private readonly reject: (error: Error) => void
+
+  constructor(
+    conn: BackendConn,
+    startup: Record<string, string>,
+    credentials: BackendCredentials,
+    resolve: (conn: BackendConn) => void,
+    reject: (error: Error) => void,
+  ) {
+    this.conn = conn
+    this.credentials = credentials
+    this.user = startup.user ?? ''
+    this.resolve = resolve
+    this.reject = reject
+    this.framer = new Framer(this, { maxLength: 1 << 20 })
+  }
+
+  feed(chunk: Buffer): void {
+    this.framer.feed(chunk)
+  }
+
+  onMessagePart(): void {
+    this.fail(new PgError(SqlState.ProtocolViolation, 'oversized message during backend login'))
+  }
+
+  onMessage(type: number, frame: Buffer): void {
+    if (this.settled) {
+      // Bytes after ReadyForQuery belong to the running connection.
+      this.conn.onMessage(type, frame)
+      return
+    }
+    switch (type) {
+      case Backend.Authentication:
+        this.authenticate(frame)
+        return
+      case Backend.ParameterStatus: {
+        const nameEnd = frame.indexOf(0, 5)
+        this.conn.parameters.set(
+          frame.toString('utf8', 5, nameEnd),
+          frame.toString('utf8', nameEnd + 1, frame.length - 1),
+        )
+        return
+      }
+      case Backend.BackendKeyData:
+        this.conn.processId = frame.readInt32BE(5)
+        this.conn.secretKey = frame.readInt32BE(9)
+        return
+      case Backend.ReadyForQuery:
+        this.settled = true
+        this.onSettle()
+        this.conn.state = 'idle'
+        this.resolve(this.conn)
+        return
+      case Backend.ErrorResponse:
+        this.fail(errorFromFrame(frame))
+        return
+      case Backend.NoticeResponse:
+      case Backend.NegotiateProtocolVersion:
+        return
+      default:
+        this.fail(
+          new PgError(SqlState.ProtocolViolation, `unexpected message 0x${type.toString(16)} during login`),
+        )
+    }
+  }
+
+  fail(error: Error): void {
+    if (this.settled) return
+    this.settled = true
+    this.onSettle()
+    this.conn.state = 'closed'
+    this.conn.closeError = error
+    this.conn.socket.destroy()
+    this.reject(error)
+  }
+
+  private authenticate(frame: Buffer): void {
+    const code = frame.readInt32BE(5)
+    const { password, scramKeys, md5Hash } = this.credentials
+    const socket = this.conn.socket
+    switch (code) {
+      case AuthCode.Ok:
+        return
+      case AuthCode.CleartextPassword:
+        if (password === undefined) {
+          this.fail(missingCredential(this.user, 'a password'))
+          return
+        }
+        socket.write(frontend.passwordMessage(password))
+        return
+      case AuthCode.MD5Password: {
+        const salt = frame.subarray(9, 13)
+        if (password !== undefined)
+          socket.write(frontend.passwordMessage(md5ResponseFromPassword(password, this.user, salt)))
+        else if (md5Hash !== undefined) socket.write(frontend.passwordMessage(md5Response(md5Hash, salt)))
+        else {
+          this.fail(missingCredential(this.user, 'a password or its md5 hash'))
+          return
+        }
+        return
+      }
+      case AuthCode.SASL: {
+        const mechanisms = frame.toString('utf8', 9).split('\0')
+        if (!mechanisms.includes('SCRAM-SHA-256')) {
+          this.fail(
+            new PgError(
+              SqlState.FeatureNotSupported,
+              `no supported SASL mechanism among ${mechanisms.join(', ')}`,
+            ),
+          )
+          return
+        }
+        if (password === undefined && scramKeys === undefined) {
+          this.fail(missingCredential(this.user, 'a password or SCRAM keys'))
+          return
+        }
+        const first = clientFirst()
+        this.scram = first.state
+        socket.write(frontend.saslInitialResponse('SCRAM-SHA-256', first.message))
+        return
+      }
+      case AuthCode.SASLContinue: {
+        assert(this.scram !== null, 'SASLContinue before SASL')
+        const credentials = password !== undefined ? { password } : scramKeys!
+        const final = clientFinal(this.scram, frame.toString('utf8', 9), credentials)
+        this.expectedServerSignature = final.expectedServerSignature
+        socket.write(frontend.saslResponse(final.message))
+        return
+      }
+      case AuthCode.SASLFinal:
+        if (
+          this.expectedServerSignature === null ||
+          !verifyServerFinal(frame.toString('utf8', 9), this.expectedServerSignature)
+        ) {
+          this.fail(
+            new PgError(SqlState.InvalidAuthorizationSpecification, 'server SCRAM signature does not match'),
+          )
+        }
+        return
+      default:
+        this.fail(
+          new PgError(
+            SqlState.FeatureNotSupported,
+            `authentication method ${code} is not supported for backend logins`,
+          ),
+        )
+    }
+  }
+}
+
+function missingCredential(user: string, what: string): PgError {
+  return new PgError(
+    SqlState.InvalidAuthorizationSpecification,
+    `the upstream server asks for ${what} for user "${user}" and Tidepool has none`,
+    {
+      hint: 'Put a password in the upstream URL, or let clients authenticate with SCRAM so their keys can be reused.',
+    },
+  )
+}

@@ -1,0 +1,5 @@
+export type { BackendCredentials, BackendReceiver, Endpoint } from './backend.ts'
+export type { Lease, LeaseRequest } from './lease.ts'
+export type { PoolStats } from './pool.ts'
+export { Pooler, type PoolerOptions, type RoleInfo } from './pooler.ts'
+export { settingsKey } from './settings.ts'

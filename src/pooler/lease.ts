@@ -1,0 +1,50 @@
+import type { PgError } from '../protocol/index.ts'
+import type { BackendReceiver } from './backend.ts'
+import type { QueryResult } from './simple-query.ts'
+
+/**
+ * The gateway's handle on a backend for one lease: from the first message of a
+ * transaction until Postgres reports idle. This is the seam a later transport carries
+ * between processes, so it speaks in bytes and a few verbs, never in sockets.
+ */
+export interface Lease {
+  /** Stable id of the backend, for logs and statistics. */
+  readonly backendId: number
+  /** Canonical prepared statements already present on this backend. */
+  readonly prepared: Set<string>
+  /** Routes everything the backend sends to `receiver` until release. */
+  attach(receiver: BackendReceiver): void
+  /** Writes bytes to the backend; false means its socket buffer is full. */
+  send(data: Buffer): boolean
+  /** Calls `callback` once the backend socket drained after a false `send`. */
+  onDrain(callback: () => void): void
+  /** Stops or restarts reading from the backend (client backpressure). */
+  pause(): void
+  resume(): void
+  /** Returns a clean, idle backend to the pool. */
+  release(): void
+  /**
+   * Returns a backend the session left in an unknown state: the pool rolls it back
+   * (after a Sync when `unsynced`) and reuses it only if it reaches idle, else closes it.
+   */
+  releaseDirty(unsynced: boolean): void
+  /** Closes the backend instead of returning it. */
+  discard(reason: string): void
+  /** Sends a CancelRequest for whatever this backend is running now. */
+  cancel(): void
+  /**
+   * Runs an internal simple query on the leased backend between the session's own
+   * messages (nothing of the session's may be outstanding); its replies never reach the
+   * client. Used to ask Postgres what session state is, instead of guessing.
+   */
+  query(sql: string): Promise<QueryResult>
+}
+
+/** A session's request for a lease, answered exactly once. */
+export interface LeaseRequest {
+  /** Settings the session needs applied, and their canonical key. */
+  readonly settings: ReadonlyMap<string, string>
+  readonly settingsKey: string
+  onLease(lease: Lease): void
+  onLeaseError(error: PgError): void
+}

@@ -1,0 +1,404 @@
+import assert from 'node:assert'
+import net from 'node:net'
+import type { Logger } from 'pino'
+import { FixedQueue } from '../net/index.ts'
+import { frontend, PgError, SqlState } from '../protocol/index.ts'
+import { BackendConn, type BackendCredentials, type BackendReceiver, type Endpoint } from './backend.ts'
+import type { Lease, LeaseRequest } from './lease.ts'
+import { settingsDiffSql } from './settings.ts'
+import { type QueryResult, simpleQuery } from './simple-query.ts'
+
+export interface PoolOptions {
+  maxSize: number
+  minSize: number
+  idleTimeoutMs: number
+  maxLifetimeMs: number
+  waitTimeoutMs: number
+  connectTimeoutMs: number
+}
+
+/** Counters an operator reads; a snapshot, never a live view. */
+export interface PoolStats {
+  database: string
+  user: string
+  size: number
+  idle: number
+  leased: number
+  connecting: number
+  waiting: number
+  maxSize: number
+  leasesGranted: number
+  waitTimeouts: number
+  backendsOpened: number
+  backendsClosed: number
+}
+
+interface Waiter {
+  request: LeaseRequest
+  deadline: number
+}
+
+/** How many idle backends from the top of the stack are checked for matching settings. */
+const SETTINGS_MATCH_DEPTH = 8
+
+/**
+ * Backends for one (database, user): at most `maxSize` of them, idle ones on a LIFO
+ * stack (the most recently used is warmest), waiting sessions in FIFO order with a
+ * deadline. A broken backend is dropped, never handed out.
+ */
+export class Pool {
+  readonly database: string
+  readonly user: string
+  private readonly endpoint: Endpoint
+  private readonly options: PoolOptions
+  private readonly credentials: () => BackendCredentials
+  private readonly log: Logger
+  private readonly idle: BackendConn[] = []
+  private readonly all = new Set<BackendConn>()
+  private readonly waiters = new FixedQueue<Waiter>()
+  private connecting = 0
+  private closed = false
+  private readonly maintenance: NodeJS.Timeout
+  private waitSweep: NodeJS.Timeout | null = null
+  private readonly stats = { leasesGranted: 0, waitTimeouts: 0, backendsOpened: 0, backendsClosed: 0 }
+  /** ParameterStatus values of the first login, what a fresh backend reports. */
+  loginParameters: Map<string, string> | null = null
+
+  constructor(
+    database: string,
+    user: string,
+    endpoint: Endpoint,
+    options: PoolOptions,
+    credentials: () => BackendCredentials,
+    log: Logger,
+  ) {
+    this.database = database
+    this.user = user
+    this.endpoint = endpoint
+    this.options = options
+    this.credentials = credentials
+    this.log = log
+    this.maintenance = setInterval(() => this.maintain(), 1000)
+    this.maintenance.unref()
+  }
+
+  /** Grants a lease now if a backend is idle, else queues the request. */
+  acquire(request: LeaseRequest): void {
+    if (this.closed) {
+      request.onLeaseError(new PgError(SqlState.AdminShutdown, 'the pool is shutting down'))
+      return
+    }
+    const conn = this.takeIdle(request.settingsKey)
+    if (conn !== null) {
+      this.grant(conn, request)
+      return
+    }
+    this.waiters.push({ request, deadline: Date.now() + this.options.waitTimeoutMs })
+    this.scheduleWaitSweep()
+    if (this.all.size + this.connecting < this.options.maxSize) this.openBackend()
+  }
+
+  /** Withdraws a queued request (the client went away); true if it was still queued. */
+  cancelWait(request: LeaseRequest): boolean {
+    return this.waiters.removeFirst((waiter) => waiter.request === request)
+  }
+
+  /** Asks the server to cancel what `conn` runs now, on a connection of its own. */
+  cancelBackend(conn: BackendConn): void {
+    const { socketDir, host, port } = this.endpoint
+    const socket = socketDir
+      ? net.connect(`${socketDir}/.s.PGSQL.${port}`)
+      : net.connect({ host: host ?? '127.0.0.1', port })
+    socket.once('connect', () => socket.end(frontend.cancelRequest(conn.processId, conn.secretKey)))
+    socket.on('error', (error) => this.log.warn({ err: error.message }, 'cancel request failed'))
+    socket.setTimeout(this.options.connectTimeoutMs, () => socket.destroy())
+  }
+
+  snapshot(): PoolStats {
+    let leased = 0
+    for (const conn of this.all) if (conn.state === 'leased') leased++
+    return {
+      database: this.database,
+      user: this.user,
+      size: this.all.size,
+      idle: this.idle.length,
+      leased,
+      connecting: this.connecting,
+      waiting: this.waiters.length,
+      maxSize: this.options.maxSize,
+      ...this.stats,
+    }
+  }
+
+  /** Closes every backend and fails every waiter. */
+  close(): void {
+    this.closed = true
+    clearInterval(this.maintenance)
+    if (this.waitSweep !== null) clearInterval(this.waitSweep)
+    for (let waiter = this.waiters.shift(); waiter !== undefined; waiter = this.waiters.shift()) {
+      waiter.request.onLeaseError(new PgError(SqlState.AdminShutdown, 'the pool is shutting down'))
+    }
+    for (const conn of [...this.all]) conn.destroy()
+  }
+
+  private takeIdle(settingsKey: string): BackendConn | null {
+    const idle = this.idle
+    if (idle.length === 0) return null
+    const top = idle.length - 1
+    for (let i = top; i >= 0 && i > top - SETTINGS_MATCH_DEPTH; i--) {
+      if (idle[i].settingsKey === settingsKey) {
+        const conn = idle[i]
+        idle.splice(i, 1)
+        return conn
+      }
+    }
+    return idle.pop()!
+  }
+
+  /** Hands `conn` to `request`, first applying the request's settings if they differ. */
+  private grant(conn: BackendConn, request: LeaseRequest): void {
+    assert(conn.state === 'idle', `granting a backend in state ${conn.state}`)
+    conn.state = 'leased'
+    this.stats.leasesGranted++
+    if (conn.settingsKey === request.settingsKey) {
+      request.onLease(new PooledLease(this, conn))
+      return
+    }
+    const sql = settingsDiffSql(conn.settings, request.settings)
+    simpleQuery(conn, sql).then(
+      ({ error, status }) => {
+        if (error === null) {
+          conn.settings = new Map(request.settings)
+          conn.settingsKey = request.settingsKey
+          request.onLease(new PooledLease(this, conn))
+          return
+        }
+        // A setting Postgres refuses is the session's fault, not the backend's. The diff
+        // ran as one implicit transaction, so the backend keeps its previous settings.
+        if (status === 0x49) this.giveBack(conn)
+        else conn.destroy(error)
+        request.onLeaseError(error)
+      },
+      (error: PgError) => request.onLeaseError(error),
+    )
+  }
+
+  /** Returns a backend after a lease; hands it straight to the oldest waiter if any. */
+  giveBack(conn: BackendConn): void {
+    conn.receiver = null
+    if (conn.state === 'closed') return
+    conn.state = 'idle'
+    const now = Date.now()
+    conn.lastUsedAt = now
+    if (this.closed || now - conn.createdAt > this.options.maxLifetimeMs) {
+      conn.destroy()
+      return
+    }
+    const waiter = this.waiters.shift()
+    if (waiter !== undefined) this.grant(conn, waiter.request)
+    else this.idle.push(conn)
+  }
+
+  /** Rolls back a backend its session left mid-transaction, then returns or closes it. */
+  reset(conn: BackendConn, unsynced: boolean): void {
+    conn.receiver = null
+    if (conn.state === 'closed') return
+    const sql = 'ROLLBACK'
+    const run = unsynced ? syncThenQuery(conn, sql) : simpleQuery(conn, sql)
+    run.then(
+      ({ status, error }) => {
+        if (status === 0x49 && error === null) this.giveBack(conn)
+        else conn.destroy(new PgError(SqlState.InternalError, 'backend not idle after ROLLBACK'))
+      },
+      (error: Error) => conn.destroy(error),
+    )
+  }
+
+  private openBackend(): void {
+    this.connecting++
+    const startup = { user: this.user, database: this.database }
+    BackendConn.connect(this.endpoint, startup, this.credentials(), this.options.connectTimeoutMs).then(
+      (conn) => {
+        this.connecting--
+        this.stats.backendsOpened++
+        this.loginParameters ??= new Map(conn.parameters)
+        this.all.add(conn)
+        conn.setCloseListener((closed, error) => this.forget(closed, error))
+        if (this.closed) {
+          conn.destroy()
+          return
+        }
+        const waiter = this.waiters.shift()
+        if (waiter !== undefined) this.grant(conn, waiter.request)
+        else {
+          conn.state = 'idle'
+          this.idle.push(conn)
+        }
+      },
+      (error: PgError) => {
+        this.connecting--
+        this.log.warn(
+          { database: this.database, user: this.user, err: error.message },
+          'backend login failed',
+        )
+        // With nothing else able to serve them, every waiter gets the server's answer
+        // (e.g. 3D000 for a missing database); otherwise only the oldest does.
+        if (this.all.size === 0 && this.connecting === 0) {
+          for (let waiter = this.waiters.shift(); waiter !== undefined; waiter = this.waiters.shift()) {
+            waiter.request.onLeaseError(error)
+          }
+        } else this.waiters.shift()?.request.onLeaseError(error)
+      },
+    )
+  }
+
+  private forget(conn: BackendConn, error: Error): void {
+    if (!this.all.delete(conn)) return
+    this.stats.backendsClosed++
+    const index = this.idle.indexOf(conn)
+    if (index >= 0) this.idle.splice(index, 1)
+    this.log.debug({ backend: conn.id, reason: error.message }, 'backend closed')
+    // Someone may be waiting for the capacity this backend held.
+    if (
+      !this.closed &&
+      this.waiters.length > this.connecting &&
+      this.all.size + this.connecting < this.options.maxSize
+    ) {
+      this.openBackend()
+    }
+  }
+
+  private scheduleWaitSweep(): void {
+    if (this.waitSweep !== null) return
+    const period = Math.max(10, Math.min(250, Math.floor(this.options.waitTimeoutMs / 10)))
+    this.waitSweep = setInterval(() => this.sweepWaiters(), period)
+    this.waitSweep.unref()
+  }
+
+  /** Waiters share one timeout, so deadlines grow along the queue: only the head can expire. */
+  private sweepWaiters(): void {
+    const now = Date.now()
+    for (
+      let waiter = this.waiters.peek();
+      waiter !== undefined && waiter.deadline <= now;
+      waiter = this.waiters.peek()
+    ) {
+      this.waiters.shift()
+      this.stats.waitTimeouts++
+      waiter.request.onLeaseError(
+        new PgError(
+          SqlState.TooManyConnections,
+          `no backend connection became free within ${this.options.waitTimeoutMs}ms (pool of ${this.options.maxSize} for database "${this.database}", user "${this.user}")`,
+          { hint: 'Raise --pool-size or --wait-timeout, or shorten transactions.' },
+        ),
+      )
+    }
+    if (this.waiters.length === 0 && this.waitSweep !== null) {
+      clearInterval(this.waitSweep)
+      this.waitSweep = null
+    }
+  }
+
+  private maintain(): void {
+    const now = Date.now()
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      const conn = this.idle[i]
+      const idleTooLong =
+        now - conn.lastUsedAt > this.options.idleTimeoutMs && this.all.size > this.options.minSize
+      if (idleTooLong || now - conn.createdAt > this.options.maxLifetimeMs) {
+        this.idle.splice(i, 1)
+        conn.destroy()
+      }
+    }
+    while (!this.closed && this.all.size + this.connecting < this.options.minSize) this.openBackend()
+  }
+}
+
+/** Sends Sync (ending a half-sent extended-protocol batch) and then `sql`. */
+function syncThenQuery(conn: BackendConn, sql: string): Promise<QueryResult> {
+  return new Promise((resolve, reject) => {
+    const receiver: BackendReceiver = {
+      onBackendMessage(type) {
+        if (type === 0x5a) simpleQuery(conn, sql).then(resolve, reject)
+      },
+      onBackendMessagePart() {},
+      onBackendFlush() {},
+      onBackendClosed: reject,
+    }
+    conn.receiver = receiver
+    conn.write(frontend.sync)
+  })
+}
+
+/** The in-process lease: direct calls on the pooled connection. */
+class PooledLease implements Lease {
+  private readonly pool: Pool
+  private readonly conn: BackendConn
+  private active = true
+
+  constructor(pool: Pool, conn: BackendConn) {
+    this.pool = pool
+    this.conn = conn
+  }
+
+  get backendId(): number {
+    return this.conn.id
+  }
+
+  get prepared(): Set<string> {
+    return this.conn.prepared
+  }
+
+  attach(receiver: BackendReceiver): void {
+    this.conn.receiver = receiver
+    if (this.conn.state === 'closed')
+      receiver.onBackendClosed(this.conn.closeError ?? new Error('backend closed'))
+  }
+
+  send(data: Buffer): boolean {
+    return this.conn.write(data)
+  }
+
+  onDrain(callback: () => void): void {
+    this.conn.socket.once('drain', callback)
+  }
+
+  pause(): void {
+    this.conn.socket.pause()
+  }
+
+  resume(): void {
+    this.conn.socket.resume()
+  }
+
+  release(): void {
+    if (!this.end()) return
+    this.pool.giveBack(this.conn)
+  }
+
+  releaseDirty(unsynced: boolean): void {
+    if (!this.end()) return
+    this.pool.reset(this.conn, unsynced)
+  }
+
+  discard(reason: string): void {
+    if (!this.end()) return
+    this.conn.destroy(new PgError(SqlState.AdminShutdown, reason))
+  }
+
+  cancel(): void {
+    if (this.active) this.pool.cancelBackend(this.conn)
+  }
+
+  query(sql: string): Promise<QueryResult> {
+    return simpleQuery(this.conn, sql)
+  }
+
+  private end(): boolean {
+    if (!this.active) return false
+    this.active = false
+    this.conn.socket.resume()
+    this.conn.receiver = null
+    return true
+  }
+}

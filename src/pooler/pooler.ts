@@ -1,0 +1,159 @@
+import type { Logger } from 'pino'
+import { PgError, SqlState } from '../protocol/index.ts'
+import { BackendConn, type BackendCredentials, type Endpoint } from './backend.ts'
+import type { LeaseRequest } from './lease.ts'
+import { Pool, type PoolOptions, type PoolStats } from './pool.ts'
+import { quoteLiteral, simpleQuery } from './simple-query.ts'
+
+/** What the gateway needs to know of a role to authenticate it. */
+export interface RoleInfo {
+  /** pg_authid.rolpassword: a SCRAM verifier, an md5 hash, or null. */
+  password: string | null
+  canLogin: boolean
+  /** rolvaliduntil is in the past. */
+  expired: boolean
+}
+
+export interface PoolerOptions {
+  upstream: Endpoint & { user?: string; password?: string; database?: string }
+  pool: Omit<PoolOptions, 'connectTimeoutMs'>
+  /** How long role lookups stay cached. */
+  authCacheTtlMs: number
+  connectTimeoutMs?: number
+}
+
+/**
+ * Owns every backend connection to one Postgres: a pool per (database, user), role
+ * lookups in pg_authid for client authentication, and the credentials backend logins
+ * present. The gateway talks to it only through this class's methods and {@link Lease}.
+ */
+export class Pooler {
+  private readonly options: PoolerOptions
+  private readonly log: Logger
+  private readonly pools = new Map<string, Pool>()
+  private readonly roles = new Map<string, { info: RoleInfo | null; expires: number }>()
+  private readonly credentials = new Map<string, BackendCredentials>()
+  private admin: Promise<BackendConn> | null = null
+  /** Admin queries run one at a time on one connection. */
+  private adminQueue: Promise<unknown> = Promise.resolve()
+
+  constructor(options: PoolerOptions, log: Logger) {
+    this.options = options
+    this.log = log
+  }
+
+  /** Queues or grants a lease on a backend of (database, user). */
+  acquire(database: string, user: string, request: LeaseRequest): void {
+    this.pool(database, user).acquire(request)
+  }
+
+  cancelWait(database: string, user: string, request: LeaseRequest): boolean {
+    return this.pools.get(poolKey(database, user))?.cancelWait(request) ?? false
+  }
+
+  /** Looks a role up in pg_authid, cached for the configured TTL. Null if it does not exist. */
+  async lookupRole(user: string): Promise<RoleInfo | null> {
+    const cached = this.roles.get(user)
+    const now = Date.now()
+    if (cached !== undefined && cached.expires > now) return cached.info
+    const sql = `SELECT rolpassword, rolcanlogin, COALESCE(rolvaliduntil < now(), false) FROM pg_catalog.pg_authid WHERE rolname = ${quoteLiteral(user)}`
+    const { rows, error } = await this.adminQuery(sql)
+    if (error !== null) throw error
+    const info: RoleInfo | null =
+      rows.length === 0
+        ? null
+        : { password: rows[0][0], canLogin: rows[0][1] === 't', expired: rows[0][2] === 't' }
+    this.roles.set(user, { info, expires: now + this.options.authCacheTtlMs })
+    return info
+  }
+
+  /** Remembers what backend logins of `user` may present (e.g. SCRAM keys from a client proof). */
+  setCredentials(user: string, credentials: BackendCredentials): void {
+    this.credentials.set(user, { ...this.credentials.get(user), ...credentials })
+  }
+
+  stats(): PoolStats[] {
+    return [...this.pools.values()].map((pool) => pool.snapshot())
+  }
+
+  async close(): Promise<void> {
+    for (const pool of this.pools.values()) pool.close()
+    this.pools.clear()
+    const admin = this.admin
+    this.admin = null
+    if (admin !== null) (await admin.catch(() => null))?.destroy()
+  }
+
+  private pool(database: string, user: string): Pool {
+    const key = poolKey(database, user)
+    let pool = this.pools.get(key)
+    if (pool === undefined) {
+      pool = new Pool(
+        database,
+        user,
+        this.options.upstream,
+        { ...this.options.pool, connectTimeoutMs: this.options.connectTimeoutMs ?? 10_000 },
+        () => this.backendCredentials(user),
+        this.log,
+      )
+      this.pools.set(key, pool)
+    }
+    return pool
+  }
+
+  private backendCredentials(user: string): BackendCredentials {
+    const upstream = this.options.upstream
+    const known = this.credentials.get(user) ?? {}
+    if (user === upstream.user && upstream.password !== undefined)
+      return { ...known, password: upstream.password }
+    return known
+  }
+
+  private adminQuery(sql: string) {
+    const run = this.adminQueue.then(async () => {
+      const conn = await this.adminConn()
+      try {
+        return await simpleQuery(conn, sql)
+      } catch (error) {
+        if (conn.state === 'closed') this.admin = null
+        throw error
+      }
+    })
+    this.adminQueue = run.catch(() => {})
+    return run
+  }
+
+  private adminConn(): Promise<BackendConn> {
+    if (this.admin !== null) return this.admin
+    const { upstream } = this.options
+    const user = upstream.user ?? 'postgres'
+    const startup = { user, database: upstream.database ?? 'postgres', application_name: 'tidepool-admin' }
+    const login = BackendConn.connect(
+      upstream,
+      startup,
+      this.backendCredentials(user),
+      this.options.connectTimeoutMs ?? 10_000,
+    )
+    this.admin = login
+    login.then(
+      (conn) =>
+        conn.setCloseListener(() => {
+          if (this.admin === login) this.admin = null
+        }),
+      (error: Error) => {
+        if (this.admin === login) this.admin = null
+        this.log.error({ err: error.message }, 'admin login to upstream failed')
+      },
+    )
+    return login.catch((error: Error) => {
+      throw new PgError(
+        SqlState.ConnectionFailure,
+        `cannot look up roles on the upstream server: ${error.message}`,
+      )
+    })
+  }
+}
+
+function poolKey(database: string, user: string): string {
+  return `${database}\0${user}`
+}

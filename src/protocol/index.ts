@@ -1,0 +1,8 @@
+export * from './backend.ts'
+export * from './constants.ts'
+export * from './errors.ts'
+export * from './framer.ts'
+export * as frontend from './frontend.ts'
+export * from './sqlstate.ts'
+export * from './startup.ts'
+export * from './writer.ts'
