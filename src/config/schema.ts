@@ -31,6 +31,8 @@ export interface GatewayConfig {
     idleTimeoutMs: number
     maxLifetimeMs: number
     waitTimeoutMs: number
+    /** How many transactions may queue behind a busy backend's promised-idle one (0: none). */
+    pipelineDepth: number
   }
   /** Client authentication; `cacheTtlMs` of 0 disables caching of verified credentials. */
   auth: { method: AuthMethod; cacheTtlMs: number }
@@ -111,6 +113,13 @@ export const GATEWAY_OPTIONS = {
     valueName: 'duration',
     defaultValue: '30s',
     description: 'fail a query that waited this long for a backend',
+  },
+  pipelineDepth: {
+    name: 'pipeline-depth',
+    valueName: 'n',
+    defaultValue: 1,
+    description:
+      'transactions that may queue behind a busy backend whose statement is known to end idle (0: off)',
   },
   auth: {
     name: 'auth',
@@ -248,6 +257,7 @@ export const rawGatewayConfigSchema = z.strictObject({
   idleTimeout: duration(0),
   maxLifetime: duration(0),
   waitTimeout: duration(1),
+  pipelineDepth: integer(0),
   auth: oneOf(AUTH_METHODS),
   authCacheTtl: duration(0),
   tlsCert: filePath.optional(),
@@ -300,6 +310,7 @@ export const gatewayConfigSchema = rawGatewayConfigSchema
         idleTimeoutMs: raw.idleTimeout,
         maxLifetimeMs: raw.maxLifetime,
         waitTimeoutMs: raw.waitTimeout,
+        pipelineDepth: raw.pipelineDepth,
       },
       auth: { method: raw.auth, cacheTtlMs: raw.authCacheTtl },
       tls:

@@ -97,6 +97,10 @@ async function scramExchange(
     reader.socket.write(authenticationSaslContinue(first.serverFirstMessage))
     const response = await reader.readMessage(Frontend.PasswordMessage, 'SASL response')
     const final = serverFinal(first.state, response.toString('utf8', 5))
+    if (!final.ok && final.reason !== 'SCRAM_INVALID_PROOF') {
+      // A malformed message or nonce is a protocol violation, not a wrong password (auth-scram.c).
+      throw new PgError(final.error.sqlstate, final.error.message, { severity: 'FATAL' })
+    }
     if (!final.ok || real === null) throw passwordFailed(user)
     reader.socket.write(authenticationSaslFinal(final.serverFinalMessage))
     return { scramKeys: { clientKey: final.clientKey, serverKey: final.serverKey } }

@@ -8,7 +8,7 @@ import { Pooler } from '../pooler/index.ts'
 import { ReportedParameters } from './parameters.ts'
 import type { Session } from './session.ts'
 import { acceptClient, type StartupContext } from './startup.ts'
-import { StatementRegistry } from './statements.ts'
+import { StatementRegistries } from './statements.ts'
 
 /** A running gateway. */
 export interface Gateway {
@@ -48,7 +48,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     authMethod: config.auth.method,
     pooler,
     parameters: new ReportedParameters(pooler),
-    statements: new StatementRegistry(),
+    statements: new StatementRegistries(),
+    pipelining: config.pool.pipelineDepth > 0,
     secureContext,
     startupTimeoutMs: config.startupTimeoutMs,
     log,

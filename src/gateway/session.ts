@@ -1,6 +1,6 @@
 import assert from 'node:assert'
 import type net from 'node:net'
-import type { Logger } from 'pino'
+import type { Logger } from '../log.ts'
 import { FixedQueue } from '../net/index.ts'
 import type { BackendReceiver, Lease, LeaseRequest, Pooler } from '../pooler/index.ts'
 import {
@@ -11,6 +11,7 @@ import {
   Framer,
   FrameTooLargeError,
   Frontend,
+  isPipelineSafe,
   PgError,
   parseComplete,
   readyForQuery,
@@ -20,7 +21,7 @@ import {
 import { type CanonicalStatement, readCString, replaceCString, type StatementRegistry } from './statements.ts'
 
 /** What a client message expects back, in order. */
-const Kind = { Parse: 1, Bind: 2, Describe: 3, Execute: 4, Close: 5, Sync: 6, Query: 7 } as const
+const Kind = { Parse: 1, Bind: 2, Describe: 3, Execute: 4, Close: 5, Sync: 6, Query: 7, Error: 8 } as const
 /** What happens to the reply: forwarded, swallowed (we sent the request), or made up here. */
 const Action = { Forward: 0, Skip: 1, Fake: 2 } as const
 
@@ -44,6 +45,8 @@ export interface SessionContext {
   settingsKey: string
   pooler: Pooler
   statements: StatementRegistry
+  /** Whether this session may promise statements idle so others pipeline behind them. */
+  pipelining: boolean
   log: Logger
   onClose(session: Session): void
 }
@@ -130,6 +133,19 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
   private readonly statements = new Map<string, CanonicalStatement>()
   private closed = false
   private pausedLease: Lease | null = null
+  /** Syncs and Queries sent and not yet answered by ReadyForQuery. */
+  private syncPoints = 0
+  /** Everything sent since the last batch boundary is known to leave no state (see isPipelineSafe). */
+  private batchSafe = true
+  /** Whether the unnamed statement, which outlives its batch, is pipeline-safe. */
+  private unnamedSafe = false
+  /**
+   * The lease was released early (pipelining): its replies are still to come, but
+   * nothing more may be sent on it; new client messages wait for the next lease.
+   */
+  private draining = false
+  /** The backend is in COPY FROM STDIN and waits for this session's data. */
+  private copyIn = false
 
   constructor(client: net.Socket, ctx: SessionContext, processId: number, secretKey: number) {
     this.client = client
@@ -172,7 +188,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
 
   onMessage(type: number, frame: Buffer): void {
     if (this.closed) return
-    if (this.lease !== null) {
+    if (this.lease !== null && !this.draining) {
       this.handleClientMessage(type, frame)
       return
     }
@@ -180,32 +196,66 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
       this.close('client terminated')
       return
     }
-    if (!this.waiting) {
+    if (!this.waiting && !this.draining) {
+      if (this.answerLocally(type, frame)) return
       if (type === Frontend.CopyData || type === Frontend.CopyDone || type === Frontend.CopyFail) {
         return // Postgres ignores copy messages outside COPY, and so does a session with no lease
       }
-      if (this.skipUntilSync) {
-        // Skipping after an error needs no backend: answer the Sync here.
-        if (type === Frontend.Sync) {
-          this.skipUntilSync = false
-          this.toClient.push(readyForQuery[this.txStatus])
-          this.flushClient()
-        }
-        return
-      }
+      // Skipping after an error needs no backend (the Sync was answered above).
+      if (this.skipUntilSync) return
     }
     this.pending.push(frame)
     this.pendingBytes += frame.length
     if (this.pendingBytes > MAX_PENDING_BYTES) this.client.pause()
-    if (!this.waiting) {
-      this.waiting = true
-      this.ctx.pooler.acquire(this.ctx.database, this.ctx.user, this)
+    if (!this.waiting && !this.draining) this.requestLease()
+  }
+
+  /**
+   * Between leases, some messages need no backend: a Parse of a statement this pool
+   * has prepared before (it is prepared on whichever backend needs it later), a Close
+   * of a statement name, and a Sync that ends a batch of only such messages. Answering
+   * them here also keeps clients that prepare synchronously (pgbench -M prepared) from
+   * waiting for a backend while holding others.
+   */
+  private answerLocally(type: number, frame: Buffer): boolean {
+    switch (type) {
+      case Frontend.Parse: {
+        if (frame[5] === 0 || this.skipUntilSync) return false
+        const [name, bodyStart] = readCString(frame, 5)
+        const statement = this.ctx.statements.intern(frame.subarray(bodyStart))
+        if (!statement.validated || this.statements.has(name)) return false
+        this.statements.set(name, statement)
+        this.toClient.push(parseComplete)
+        this.flushClient()
+        return true
+      }
+      case Frontend.Close:
+        if (frame[5] !== 0x53 || frame[6] === 0 || this.skipUntilSync) return false
+        this.statements.delete(readCString(frame, 6)[0])
+        this.toClient.push(closeComplete)
+        this.flushClient()
+        return true
+      case Frontend.Sync:
+        // With no lease, every reply so far went out: ready again, as after an error skip.
+        this.skipUntilSync = false
+        this.toClient.push(readyForQuery[this.txStatus])
+        this.flushClient()
+        return true
+      case Frontend.Flush:
+        return true
+      default:
+        return false
     }
+  }
+
+  private requestLease(): void {
+    this.waiting = true
+    this.ctx.pooler.acquire(this.ctx.database, this.ctx.user, this)
   }
 
   onMessagePart(type: number, piece: Buffer, first: boolean, last: boolean): void {
     // Only CopyData streams; it needs the lease a COPY already holds.
-    if (this.lease === null) {
+    if (this.lease === null || this.draining) {
       if (first && !last)
         this.fatal(new PgError(SqlState.ProtocolViolation, 'unexpected CopyData outside COPY'))
       return
@@ -260,18 +310,19 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     if (this.skipUntilSync) {
       if (type === Frontend.Sync) {
         this.skipUntilSync = false
-        this.expect(Kind.Sync, Action.Forward)
-        this.unsynced = false
-        this.toBackend.push(frame)
+        this.batchSafe = false
+        this.endBatch(Kind.Sync, frame)
       } else if (type === Frontend.Terminate) this.close('client terminated')
       return
     }
     switch (type) {
       case Frontend.Query:
+        if (this.batchSafe && this.ctx.pipelining) this.batchSafe = isPipelineSafe(frame, 5)
+        this.endBatch(Kind.Query, frame)
+        return
       case Frontend.FunctionCall:
-        this.expect(Kind.Query, Action.Forward)
-        this.unsynced = false
-        this.toBackend.push(frame)
+        this.batchSafe = false
+        this.endBatch(Kind.Query, frame)
         return
       case Frontend.Bind:
         this.bind(frame)
@@ -282,9 +333,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         this.toBackend.push(frame)
         return
       case Frontend.Sync:
-        this.expect(Kind.Sync, Action.Forward)
-        this.unsynced = false
-        this.toBackend.push(frame)
+        this.endBatch(Kind.Sync, frame)
         return
       case Frontend.Parse:
         this.parse(frame)
@@ -296,9 +345,12 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         this.closeStatement(frame)
         return
       case Frontend.Flush:
+        this.toBackend.push(frame)
+        return
       case Frontend.CopyData:
       case Frontend.CopyDone:
       case Frontend.CopyFail:
+        this.batchSafe = false
         this.toBackend.push(frame)
         return
       case Frontend.Terminate:
@@ -309,14 +361,40 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     }
   }
 
+  /**
+   * Sends a Sync or Query, the end of a batch. When everything outstanding is this one
+   * batch, the backend is idle now and the batch is known to leave it so, the lease is
+   * released early: another session's transaction may queue behind it on the backend.
+   */
+  private endBatch(kind: number, frame: Buffer): void {
+    this.expect(kind, Action.Forward)
+    this.unsynced = false
+    this.syncPoints++
+    this.toBackend.push(frame)
+    const safe = this.batchSafe
+    this.batchSafe = true
+    if (safe && this.ctx.pipelining && this.syncPoints === 1 && this.txStatus === TxStatus.Idle) {
+      // Our bytes must be on the wire before anything queued behind them.
+      this.flushBackend()
+      this.draining = true
+      this.lease!.releaseEarly()
+    }
+  }
+
   private parse(frame: Buffer): void {
     const [name, bodyStart] = readCString(frame, 5)
     this.unsynced = true
     if (name === '') {
+      if (this.ctx.pipelining) {
+        this.unnamedSafe = isPipelineSafe(frame, bodyStart)
+        this.batchSafe &&= this.unnamedSafe
+      }
       this.expect(Kind.Parse, Action.Forward)
       this.toBackend.push(frame)
       return
     }
+    // A new statement may fail to prepare, and a lease queued behind would not know.
+    this.batchSafe = false
     if (this.statements.has(name)) {
       this.fakeError(SqlState.DuplicatePreparedStatement, `prepared statement "${name}" already exists`)
       return
@@ -342,12 +420,14 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
       return
     }
     if (nameEnd === portalEnd + 1) {
+      this.batchSafe &&= this.unnamedSafe
       this.expect(Kind.Bind, Action.Forward)
       this.toBackend.push(frame)
       return
     }
     const statement = this.resolveStatement(frame.toString('utf8', portalEnd + 1, nameEnd))
     if (statement === null) return
+    this.batchSafe &&= statement.pipelineSafe
     this.expect(Kind.Bind, Action.Forward)
     this.toBackend.push(replaceCString(frame, portalEnd + 1, nameEnd, statement.name))
   }
@@ -389,6 +469,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     }
     const prepared = this.lease!.prepared
     if (!prepared.has(statement.name)) {
+      this.batchSafe = false
       prepared.add(statement.name)
       this.expect(Kind.Parse, Action.Skip, null, statement, null)
       this.toBackend.push(statement.parse)
@@ -398,7 +479,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
 
   /** An error Postgres would raise for this message; like Postgres, skip to the next Sync. */
   private fakeError(code: string, message: string): void {
-    this.expect(Kind.Sync, Action.Fake, errorResponse('ERROR', code, message))
+    this.expect(Kind.Error, Action.Fake, errorResponse('ERROR', code, message))
     this.skipUntilSync = true
   }
 
@@ -455,6 +536,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         }
         return
       case Backend.ParseComplete:
+        if (head !== undefined && head.statement !== null) head.statement.validated = true
+        if (forward) this.toClient.push(frame)
+        this.complete()
+        return
       case Backend.BindComplete:
       case Backend.CloseComplete:
       case Backend.NoData:
@@ -496,6 +581,9 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     if (this.lease === null) return
     this.lease = null
     this.pausedLease = null
+    this.draining = false
+    this.syncPoints = 0
+    this.copyIn = false
     let syncPoints = 0
     for (let reply = this.replies.shift(); reply !== undefined; reply = this.replies.shift()) {
       if (reply.kind === Kind.Sync || reply.kind === Kind.Query) syncPoints++
@@ -511,6 +599,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     else this.skipUntilSync = true
     this.unsynced = false
     this.flushClient()
+    if (this.pending.length > 0) this.requestLease()
   }
 
   /** The head reply is complete: drop it and send any made-up replies now due. */
@@ -567,7 +656,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     const lease = this.lease!
     this.lease = null
     this.pausedLease = null
+    this.draining = false
     lease.release()
+    // Messages that arrived while the lease drained go out on the next one.
+    if (this.pending.length > 0 && !this.closed) this.requestLease()
   }
 
   // ---- teardown: one exit path ----
@@ -589,9 +681,13 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     const lease = this.lease
     this.lease = null
     if (lease !== null) {
-      if (this.replies.length > 0) lease.discard(`client went away mid-request: ${reason}`)
-      else if (this.txStatus === TxStatus.Idle && !this.unsynced) lease.release()
-      else lease.releaseDirty(this.unsynced)
+      if (this.replies.length === 0) {
+        if (this.txStatus === TxStatus.Idle && !this.unsynced) lease.release()
+        else lease.releaseDirty(this.unsynced)
+      } else if (this.copyIn || this.syncPoints === 0) {
+        // Postgres waits for COPY data or a Sync that will never come.
+        lease.discard(`client went away mid-request: ${reason}`)
+      } else lease.abandon(this.syncPoints, this.unsynced)
     }
     if (!this.client.destroyed) this.client.end()
     this.ctx.onClose(this)

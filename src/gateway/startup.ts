@@ -22,14 +22,15 @@ import { authenticateClient, type ClientAuthMethod } from './auth.ts'
 import { ClientReader } from './client-reader.ts'
 import type { ReportedParameters } from './parameters.ts'
 import { Session } from './session.ts'
-import type { StatementRegistry } from './statements.ts'
+import type { StatementRegistries } from './statements.ts'
 
 /** Everything the startup phase needs from the gateway that runs it. */
 export interface StartupContext {
   authMethod: ClientAuthMethod
   pooler: Pooler
   parameters: ReportedParameters
-  statements: StatementRegistry
+  statements: StatementRegistries
+  pipelining: boolean
   secureContext: tls.SecureContext | null
   startupTimeoutMs: number
   log: Logger
@@ -166,7 +167,8 @@ async function startSession(
       settings,
       settingsKey: key,
       pooler: ctx.pooler,
-      statements: ctx.statements,
+      statements: ctx.statements.for(database, user),
+      pipelining: ctx.pipelining,
       log: ctx.log,
       onClose: (closed) => ctx.unregister(closed),
     },

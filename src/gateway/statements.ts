@@ -1,4 +1,4 @@
-import { Frontend } from '../protocol/index.ts'
+import { Frontend, isPipelineSafe } from '../protocol/index.ts'
 
 /**
  * A prepared statement as backends know it: one canonical name per distinct
@@ -10,11 +10,18 @@ export interface CanonicalStatement {
   readonly name: string
   /** A complete Parse frame under that name, to prepare it on a backend that lacks it. */
   readonly parse: Buffer
+  /** Executing it leaves no session state and ends idle (see isPipelineSafe). */
+  readonly pipelineSafe: boolean
+  /**
+   * A backend of this pool prepared it successfully once: the text parses, so a later
+   * Parse of it can be acknowledged without a backend (it is prepared where needed).
+   */
+  validated: boolean
 }
 
 /**
  * Maps statement bodies (query text and parameter types, the Parse frame after its
- * name) to canonical statements. The key is the raw body, so equal text with other
+ * name) to canonical statements, for the backends of one (database, user) pool. The key is the raw body, so equal text with other
  * types is another statement, as it is to Postgres.
  */
 export class StatementRegistry {
@@ -34,7 +41,7 @@ export class StatementRegistry {
       parse.write(name, 5, 'latin1')
       parse[5 + nameBytes] = 0
       body.copy(parse, 6 + nameBytes)
-      statement = { name, parse }
+      statement = { name, parse, pipelineSafe: isPipelineSafe(body, 0, body.indexOf(0)), validated: false }
       this.byBody.set(key, statement)
     }
     return statement
@@ -61,4 +68,19 @@ export function replaceCString(frame: Buffer, nameStart: number, nameEnd: number
   frame.copy(out, nameStart + nameBytes, nameEnd)
   out.writeInt32BE(out.length - 1, 1)
   return out
+}
+
+/** One registry per (database, user): backends, and so canonical names, are per pool. */
+export class StatementRegistries {
+  private readonly registries = new Map<string, StatementRegistry>()
+
+  for(database: string, user: string): StatementRegistry {
+    const key = `${database}\0${user}`
+    let registry = this.registries.get(key)
+    if (registry === undefined) {
+      registry = new StatementRegistry()
+      this.registries.set(key, registry)
+    }
+    return registry
+  }
 }

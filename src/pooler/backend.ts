@@ -29,7 +29,7 @@ export interface BackendCredentials {
   md5Hash?: string
 }
 
-/** Receives what a leased backend sends. Exactly one receiver at a time. */
+/** Receives what a leased backend sends. Exactly one receiver (the head) at a time. */
 export interface BackendReceiver {
   onBackendMessage(type: number, frame: Buffer): void
   onBackendMessagePart(type: number, piece: Buffer, first: boolean, last: boolean): void
@@ -39,6 +39,13 @@ export interface BackendReceiver {
 }
 
 export type BackendState = 'connecting' | 'idle' | 'leased' | 'closed'
+
+/** A lease granted behind the head's, whose requests are already queued on the socket. */
+export interface QueuedLease {
+  readonly receiver: BackendReceiver | null
+  /** Called when the leases before it are done and the backend now answers it. */
+  becameHead(): void
+}
 
 let nextBackendId = 1
 
@@ -63,6 +70,10 @@ export class BackendConn implements FrameHandler {
   readonly createdAt = Date.now()
   lastUsedAt = Date.now()
   receiver: BackendReceiver | null = null
+  /** Leases pipelined behind the head, in the order their requests were written. */
+  readonly queued: QueuedLease[] = []
+  /** The last lease in line promised to end idle after its replies: another may queue behind it. */
+  pipelineOpen = false
   /** Set once the connection failed or was closed. */
   closeError: Error | null = null
   private readonly framer: Framer
@@ -95,11 +106,18 @@ export class BackendConn implements FrameHandler {
       login.onSettle = () => clearTimeout(timer)
       socket.once('connect', () => socket.write(frontend.startupMessage(startup)))
       socket.on('data', (chunk: Buffer) => {
+        const connecting = conn.state === 'connecting'
         try {
-          if (conn.state === 'connecting') login.feed(chunk)
+          if (connecting) login.feed(chunk)
           else conn.feed(chunk)
         } catch (error) {
-          conn.destroy(error as Error)
+          // A malformed server message (or SCRAM reply) ends the connection, never the process.
+          const failure =
+            error instanceof PgError
+              ? error
+              : new PgError(SqlState.ProtocolViolation, (error as Error).message)
+          if (connecting) login.fail(failure)
+          else conn.destroy(failure)
         }
       })
       socket.on('error', (error) => {
@@ -153,6 +171,15 @@ export class BackendConn implements FrameHandler {
     else this.destroy(new PgError(SqlState.ProtocolViolation, 'unexpected data from idle backend'))
   }
 
+  /** Makes the next queued lease the head; false when none is queued. */
+  advance(): boolean {
+    const next = this.queued.shift()
+    if (next === undefined) return false
+    this.receiver = next.receiver
+    next.becameHead()
+    return true
+  }
+
   /** Closes the connection (politely when it is still healthy) and tells the pool once. */
   destroy(error: Error = new PgError(SqlState.AdminShutdown, 'backend closed by pool')): void {
     if (this.state === 'closed') return
@@ -165,6 +192,7 @@ export class BackendConn implements FrameHandler {
     const receiver = this.receiver
     this.receiver = null
     receiver?.onBackendClosed(error)
+    for (const lease of this.queued.splice(0)) lease.receiver?.onBackendClosed(error)
     this.onClose?.(this, error)
   }
 }

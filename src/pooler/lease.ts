@@ -24,6 +24,19 @@ export interface Lease {
   /** Returns a clean, idle backend to the pool. */
   release(): void
   /**
+   * Promises that once the replies to what was sent so far have arrived the backend
+   * will be idle with no session state, so another session's transaction may be
+   * queued behind them on the same backend now (pipelining). The session sends
+   * nothing more on this lease and calls {@link release} after its last reply.
+   */
+  releaseEarly(): void
+  /**
+   * The session went away with `syncPoints` Syncs or Queries still unanswered: their
+   * replies are swallowed, then the backend is released (or rolled back when the last
+   * status is not idle or `unsynced` messages followed the last Sync).
+   */
+  abandon(syncPoints: number, unsynced: boolean): void
+  /**
    * Returns a backend the session left in an unknown state: the pool rolls it back
    * (after a Sync when `unsynced`) and reuses it only if it reaches idle, else closes it.
    */

@@ -1,9 +1,15 @@
 import assert from 'node:assert'
 import net from 'node:net'
-import type { Logger } from 'pino'
+import type { Logger } from '../log.ts'
 import { FixedQueue } from '../net/index.ts'
 import { frontend, PgError, SqlState } from '../protocol/index.ts'
-import { BackendConn, type BackendCredentials, type BackendReceiver, type Endpoint } from './backend.ts'
+import {
+  BackendConn,
+  type BackendCredentials,
+  type BackendReceiver,
+  type Endpoint,
+  type QueuedLease,
+} from './backend.ts'
 import type { Lease, LeaseRequest } from './lease.ts'
 import { settingsDiffSql } from './settings.ts'
 import { type QueryResult, simpleQuery } from './simple-query.ts'
@@ -15,6 +21,8 @@ export interface PoolOptions {
   maxLifetimeMs: number
   waitTimeoutMs: number
   connectTimeoutMs: number
+  /** Leases that may queue behind a busy backend's promised-idle transaction (0: none). */
+  pipelineDepth: number
 }
 
 /** Counters an operator reads; a snapshot, never a live view. */
@@ -31,6 +39,8 @@ export interface PoolStats {
   waitTimeouts: number
   backendsOpened: number
   backendsClosed: number
+  /** Leases granted behind another session's transaction on a busy backend. */
+  leasesPipelined: number
 }
 
 interface Waiter {
@@ -60,7 +70,15 @@ export class Pool {
   private closed = false
   private readonly maintenance: NodeJS.Timeout
   private waitSweep: NodeJS.Timeout | null = null
-  private readonly stats = { leasesGranted: 0, waitTimeouts: 0, backendsOpened: 0, backendsClosed: 0 }
+  /** Busy backends whose last lease promised to end idle: a lease may queue behind it. */
+  private readonly pipelinable = new Set<BackendConn>()
+  private readonly stats = {
+    leasesGranted: 0,
+    waitTimeouts: 0,
+    backendsOpened: 0,
+    backendsClosed: 0,
+    leasesPipelined: 0,
+  }
   /** ParameterStatus values of the first login, what a fresh backend reports. */
   loginParameters: Map<string, string> | null = null
 
@@ -92,6 +110,13 @@ export class Pool {
     if (conn !== null) {
       this.grant(conn, request)
       return
+    }
+    for (const busy of this.pipelinable) {
+      if (busy.settingsKey === request.settingsKey) {
+        this.grantQueued(busy, request)
+        if (this.all.size + this.connecting < this.options.maxSize) this.openBackend()
+        return
+      }
     }
     this.waiters.push({ request, deadline: Date.now() + this.options.waitTimeoutMs })
     this.scheduleWaitSweep()
@@ -161,7 +186,7 @@ export class Pool {
     conn.state = 'leased'
     this.stats.leasesGranted++
     if (conn.settingsKey === request.settingsKey) {
-      request.onLease(new PooledLease(this, conn))
+      request.onLease(new PooledLease(this, conn, true))
       return
     }
     const sql = settingsDiffSql(conn.settings, request.settings)
@@ -170,7 +195,7 @@ export class Pool {
         if (error === null) {
           conn.settings = new Map(request.settings)
           conn.settingsKey = request.settingsKey
-          request.onLease(new PooledLease(this, conn))
+          request.onLease(new PooledLease(this, conn, true))
           return
         }
         // A setting Postgres refuses is the session's fault, not the backend's. The diff
@@ -183,14 +208,44 @@ export class Pool {
     )
   }
 
-  /** Returns a backend after a lease; hands it straight to the oldest waiter if any. */
+  /**
+   * The lease at the end of `conn`'s line promised to end idle: queue the oldest
+   * waiter with the same settings behind it, or let the next acquire do so.
+   */
+  offerPipeline(conn: BackendConn): void {
+    if (conn.state === 'closed' || conn.queued.length >= this.options.pipelineDepth) return
+    const waiter = this.waiters.peek()
+    if (waiter !== undefined && waiter.request.settingsKey === conn.settingsKey) {
+      this.waiters.shift()
+      this.grantQueued(conn, waiter.request)
+      return
+    }
+    conn.pipelineOpen = true
+    this.pipelinable.add(conn)
+  }
+
+  /** Grants a lease behind the ones `conn` already serves. */
+  private grantQueued(conn: BackendConn, request: LeaseRequest): void {
+    conn.pipelineOpen = false
+    this.pipelinable.delete(conn)
+    this.stats.leasesGranted++
+    this.stats.leasesPipelined++
+    const lease = new PooledLease(this, conn, false)
+    conn.queued.push(lease)
+    request.onLease(lease)
+  }
+
+  /** Returns a backend after a lease; hands it to the next in line, or the oldest waiter. */
   giveBack(conn: BackendConn): void {
+    if (conn.advance()) return
     conn.receiver = null
+    conn.pipelineOpen = false
+    this.pipelinable.delete(conn)
     if (conn.state === 'closed') return
     conn.state = 'idle'
     const now = Date.now()
     conn.lastUsedAt = now
-    if (this.closed || now - conn.createdAt > this.options.maxLifetimeMs) {
+    if (this.closed || this.expired(conn, now)) {
       conn.destroy()
       return
     }
@@ -203,6 +258,14 @@ export class Pool {
   reset(conn: BackendConn, unsynced: boolean): void {
     conn.receiver = null
     if (conn.state === 'closed') return
+    if (conn.queued.length > 0) {
+      // Requests of other sessions are already on the wire behind this one: a ROLLBACK
+      // now would land after them. Only a promise-breaking lease gets here.
+      conn.destroy(
+        new PgError(SqlState.InternalError, 'backend left mid-transaction with pipelined leases behind it'),
+      )
+      return
+    }
     const sql = 'ROLLBACK'
     const run = unsynced ? syncThenQuery(conn, sql) : simpleQuery(conn, sql)
     run.then(
@@ -254,6 +317,7 @@ export class Pool {
 
   private forget(conn: BackendConn, error: Error): void {
     if (!this.all.delete(conn)) return
+    this.pipelinable.delete(conn)
     this.stats.backendsClosed++
     const index = this.idle.indexOf(conn)
     if (index >= 0) this.idle.splice(index, 1)
@@ -299,13 +363,19 @@ export class Pool {
     }
   }
 
+  /** Past its lifetime (0 = unlimited). */
+  private expired(conn: BackendConn, now: number): boolean {
+    return this.options.maxLifetimeMs > 0 && now - conn.createdAt > this.options.maxLifetimeMs
+  }
+
   private maintain(): void {
     const now = Date.now()
     for (let i = this.idle.length - 1; i >= 0; i--) {
       const conn = this.idle[i]
+      const { idleTimeoutMs, minSize } = this.options
       const idleTooLong =
-        now - conn.lastUsedAt > this.options.idleTimeoutMs && this.all.size > this.options.minSize
-      if (idleTooLong || now - conn.createdAt > this.options.maxLifetimeMs) {
+        idleTimeoutMs > 0 && now - conn.lastUsedAt > idleTimeoutMs && this.all.size > minSize
+      if (idleTooLong || this.expired(conn, now)) {
         this.idle.splice(i, 1)
         conn.destroy()
       }
@@ -331,14 +401,20 @@ function syncThenQuery(conn: BackendConn, sql: string): Promise<QueryResult> {
 }
 
 /** The in-process lease: direct calls on the pooled connection. */
-class PooledLease implements Lease {
+class PooledLease implements Lease, QueuedLease {
   private readonly pool: Pool
   private readonly conn: BackendConn
+  receiver: BackendReceiver | null = null
+  /** The backend answers this lease now (else it waits behind others). */
+  private head: boolean
   private active = true
+  private cancelWhenHead = false
+  private whenHead: (() => void) | null = null
 
-  constructor(pool: Pool, conn: BackendConn) {
+  constructor(pool: Pool, conn: BackendConn, head: boolean) {
     this.pool = pool
     this.conn = conn
+    this.head = head
   }
 
   get backendId(): number {
@@ -350,9 +426,18 @@ class PooledLease implements Lease {
   }
 
   attach(receiver: BackendReceiver): void {
-    this.conn.receiver = receiver
+    this.receiver = receiver
+    if (this.head) this.conn.receiver = receiver
     if (this.conn.state === 'closed')
       receiver.onBackendClosed(this.conn.closeError ?? new Error('backend closed'))
+  }
+
+  becameHead(): void {
+    this.head = true
+    if (this.cancelWhenHead && this.active) this.pool.cancelBackend(this.conn)
+    const whenHead = this.whenHead
+    this.whenHead = null
+    whenHead?.()
   }
 
   send(data: Buffer): boolean {
@@ -372,8 +457,41 @@ class PooledLease implements Lease {
   }
 
   release(): void {
+    if (this.active && !this.head) {
+      // Nothing of this lease's was sent (its session left while queued): step aside in turn.
+      this.whenHead = () => this.release()
+      return
+    }
     if (!this.end()) return
     this.pool.giveBack(this.conn)
+  }
+
+  releaseEarly(): void {
+    if (this.active) this.pool.offerPipeline(this.conn)
+  }
+
+  abandon(syncPoints: number, unsynced: boolean): void {
+    if (!this.active) return
+    if (syncPoints === 0) {
+      if (unsynced) this.releaseDirty(true)
+      else this.release()
+      return
+    }
+    let remaining = syncPoints
+    let status = 0x49
+    const sink: BackendReceiver = {
+      onBackendMessage: (type, frame) => {
+        if (type !== 0x5a) return
+        status = frame[5]
+        if (--remaining > 0) return
+        if (status === 0x49 && !unsynced) this.release()
+        else this.releaseDirty(unsynced)
+      },
+      onBackendMessagePart() {},
+      onBackendFlush() {},
+      onBackendClosed() {},
+    }
+    this.attach(sink)
   }
 
   releaseDirty(unsynced: boolean): void {
@@ -387,18 +505,24 @@ class PooledLease implements Lease {
   }
 
   cancel(): void {
-    if (this.active) this.pool.cancelBackend(this.conn)
+    if (!this.active) return
+    if (this.head) this.pool.cancelBackend(this.conn)
+    else this.cancelWhenHead = true
   }
 
   query(sql: string): Promise<QueryResult> {
-    return simpleQuery(this.conn, sql)
+    if (this.head) return simpleQuery(this.conn, sql)
+    // Its replies would be taken for the head's: wait for this lease's turn.
+    return new Promise((resolve, reject) => {
+      this.whenHead = () => simpleQuery(this.conn, sql).then(resolve, reject)
+    })
   }
 
   private end(): boolean {
     if (!this.active) return false
     this.active = false
     this.conn.socket.resume()
-    this.conn.receiver = null
+    if (this.head) this.conn.receiver = null
     return true
   }
 }

@@ -1,4 +1,4 @@
-import type { Logger } from 'pino'
+import type { Logger } from '../log.ts'
 import { PgError, SqlState } from '../protocol/index.ts'
 import { BackendConn, type BackendCredentials, type Endpoint } from './backend.ts'
 import type { LeaseRequest } from './lease.ts'

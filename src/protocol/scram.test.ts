@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { Buffer } from 'node:buffer'
+import { createHash, createHmac } from 'node:crypto'
 import { describe, test } from 'node:test'
 import {
   buildScramVerifier,
@@ -90,9 +91,6 @@ describe('RFC 7677 test vector', () => {
 })
 
 describe('parseScramVerifier', () => {
-  // Produced by PostgreSQL 15: SET password_encryption = 'scram-sha-256';
-  // CREATE ROLE r PASSWORD 'pencil'; SELECT rolpassword FROM pg_authid WHERE rolname = 'r'
-  // (salt fixed by hand to the RFC's so the keys are checkable here).
   const secret = formatScramVerifier(rfcVerifier)
 
   test('round-trips the pg_authid form', () => {
@@ -105,17 +103,62 @@ describe('parseScramVerifier', () => {
     assert.equal(formatScramVerifier(parsed), secret)
   })
 
-  test('parses a secret written by a real PostgreSQL server', () => {
-    // PostgreSQL 15.18, password 'secret'.
-    const pg =
-      'SCRAM-SHA-256$4096:nPmhB2yAS3ZIDYOMfFoIbw==$hZp3Z86CxbDvZbDcwUefx2oGVxqzbnHjvqaj1fFT7Es=:' +
-      'ypdb8YjWyZ7rm4XDk36wZpeIBiWHswb6uqaVsd1Cj9Q='
-    const parsed = parseScramVerifier(pg)
-    assert.ok(parsed)
-    const keys = scramKeysFromPassword('secret', parsed.salt, parsed.iterations)
-    assert.deepEqual(keys.storedKey, parsed.storedKey)
-    assert.deepEqual(keys.serverKey, parsed.serverKey)
-  })
+  // PostgreSQL is the oracle: rolpassword values written by PostgreSQL 15.18 for
+  // `SET password_encryption = 'scram-sha-256'; CREATE ROLE r LOGIN PASSWORD E'...'`, i.e.
+  // with the server's own pg_saslprep. Each must be reproduced from the password.
+  const fromPostgres: [string, string, string][] = [
+    [
+      'ASCII',
+      'secret',
+      'SCRAM-SHA-256$4096:iMf6gv8osPGyuL/3Kv7OEA==$xWPYZ1LbxxAD1R19ZYxogOPWxz2W91FKMZ9O0i5Wudc=:i9Aet0Su5UfPGQaIByJTn/DOp8MJCOeVOzpExKHYEaQ=',
+    ],
+    [
+      'decomposed e + acute (NFKC composes it)',
+      'cafe\u0301',
+      'SCRAM-SHA-256$4096:d4oX6OSGWyNXvQ4GLzMDZA==$1t0Pu1UuY38si3J/+GYWSrsfFo4rxhPZBEsKX/428t4=:tiHL6pb9PKxK6znOAdzXnh6HHpK+H80gcuvjItEH6Ps=',
+    ],
+    [
+      'fi ligature (NFKC expands it)',
+      '\ufb01x',
+      'SCRAM-SHA-256$4096:5WVjgdV7qha9LlTAgLRR2A==$1LjqT+rYJxtRfE8kQ8Q+jE226j/KzjhuUhco0ptUZZU=:7BzXIifdZHzu20rPdecGAYAdEWzmEcAPlabdHZfkbK4=',
+    ],
+    [
+      'no-break space (mapped to space)',
+      'a\u00a0b',
+      'SCRAM-SHA-256$4096:McQF3ZFeFWdj18+zi5erog==$qwTIcOmcHo3thT8g7GHHlyVIxhGGClFxlNokOvPxXQc=:ihrPrMn007874xevsO3WKynP2MK0qe4LxQ1jg+qZbIs=',
+    ],
+    [
+      'emoji, unassigned in Unicode 3.2 (raw bytes, no NFKC)',
+      '\u{1F600}cafe\u0301',
+      'SCRAM-SHA-256$4096:ikY+/4FHuYJvQ82JcDBGyw==$rX/7aH6xSqoattiptgCNpPTg4xXtgwyYgDYQSEl3EuQ=:CUjo/69jqBOQnIa2W5s8nub7HPhqpDR8AEZ/+AYiJdg=',
+    ],
+    [
+      'right-to-left only',
+      '\u0627\u0628',
+      'SCRAM-SHA-256$4096:gu0OtkN+sSdhzuCxbp18nA==$TCPT3WqioGW/gmjxiva+W8RvJG9Yg5QkVeXoNYWj2po=:NOFvMkT89KLwo9WrxvxMRagqQ6jSRtqDbNuWBDxA4fk=',
+    ],
+    [
+      'mixed RTL + LTR (bidi failure, raw bytes)',
+      '\u0627a\u0301\u0628',
+      'SCRAM-SHA-256$4096:z7r9Ga8ZPWQwFgENrYLqqw==$pOrdLUA0CdRZXJ7OvFTGiKD0Z11U5fqu9ywQ7qhrhGY=:m4dL9phQhwNvJQJGDPOXQUc6OSXHrjqi2NoLZHl8j68=',
+    ],
+    [
+      'non-ASCII with a control character (prohibited, raw bytes)',
+      '\u00e9\u0007',
+      'SCRAM-SHA-256$4096:i8rPDapwZ/WoHEIDgo4+hQ==$EV0dk77hK7XrCJCsS4M5aMqCQG/r6/9wVBJ1lYcPB84=:lfnRcYuS9PctDhgC3TQaDK6qP7Iog3lkQWtYOwqbnmE=',
+    ],
+  ]
+  for (const [name, password, rolpassword] of fromPostgres) {
+    test(`reproduces a PostgreSQL secret: ${name}`, () => {
+      const parsed = parseScramVerifier(rolpassword)
+      assert.ok(parsed)
+      assert.equal(parsed.iterations, 4096)
+      const keys = scramKeysFromPassword(password, parsed.salt, parsed.iterations)
+      assert.deepEqual(keys.storedKey, parsed.storedKey)
+      assert.deepEqual(keys.serverKey, parsed.serverKey)
+      assert.equal(formatScramVerifier(parsed), rolpassword)
+    })
+  }
 
   for (const [name, value] of [
     ['md5 hash', 'md54a0a68b43b6cd5cf266fa02f196e2371'],
@@ -221,7 +264,6 @@ describe('round trips', () => {
     const nonce = serverFirstMessage.slice(2, serverFirstMessage.indexOf(','))
     const withoutProof = `c=eSws,r=${nonce}`
     // Build the proof by hand, since clientFirst only emits n,,.
-    const { createHash, createHmac } = require_crypto()
     const authMessage = `${bare},${serverFirstMessage},${withoutProof}`
     const signature = createHmac('sha256', createHash('sha256').update(keys.clientKey).digest())
       .update(authMessage)
@@ -241,12 +283,6 @@ describe('round trips', () => {
   })
 })
 
-import * as nodeCrypto from 'node:crypto'
-
-function require_crypto() {
-  return nodeCrypto
-}
-
 describe('mock verifier for unknown roles', () => {
   const secret = Buffer.alloc(32, 0x5a)
 
@@ -264,21 +300,21 @@ describe('mock verifier for unknown roles', () => {
       'depends on the secret',
     )
     // salt = SHA-256(username || secret)[0..16], as scram_mock_salt.
-    const expected = nodeCrypto.createHash('sha256').update('mallory').update(secret).digest().subarray(0, 16)
+    const expected = createHash('sha256').update('mallory').update(secret).digest().subarray(0, 16)
     assert.deepEqual(a.salt, expected)
     const { serverFirstMessage } = serverFirst('n,,n=,r=abc', a)
     assert.match(serverFirstMessage, /^r=abc[A-Za-z0-9+/]{24},s=[A-Za-z0-9+/]{22}==,i=4096$/)
   })
 
   test('fails exactly like a wrong password, even with a proof that would verify', () => {
+    // Unknown role: the mock's StoredKey is all zeros, so no password can match.
     const doomed = mockScramVerifier('mallory', secret)
-    // A proof built from zero keys would satisfy H(ClientKey) == StoredKey only by accident;
-    // forge one that is well-formed and check the failure reason matches the wrong-password case.
     const { client, server } = firstRound(doomed)
     const final = clientFinal(client.state, server.serverFirstMessage, { password: 'anything' })
     const result = serverFinal(server.state, final.message)
     assert.equal(result.ok ? '' : result.reason, 'SCRAM_INVALID_PROOF')
-    // Even a verifier whose keys match but is marked doomed fails.
+    // `doomed` wins even over a proof that verifies (auth-scram.c checks it after the proof,
+    // so the work, and the timing, are the same as for a real role).
     const real = buildScramVerifier('pw')
     const doomedReal: ScramVerifier = { ...real, doomed: true }
     const r2 = firstRound(doomedReal)

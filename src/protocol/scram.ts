@@ -8,8 +8,8 @@
  *   ClientKey + ServerKey (what PgBouncer does, and what PostgreSQL 18 itself does for
  *   `use_scram_passthrough` in postgres_fdw/dblink via `MyProcPort->scram_ClientKey`).
  *
- * Pure functions: no I/O, no timers, only node:crypto and node:buffer. State between the
- * two round trips is a plain frozen object the caller keeps.
+ * Pure functions: no I/O, no timers; node:crypto, node:buffer and the sibling SQLSTATE
+ * table only. State between the two round trips is a plain frozen object the caller keeps.
  *
  * PostgreSQL differences from the RFC that we copy (src/backend/libpq/auth-scram.c):
  * - the SCRAM `n=` username is ignored (the role comes from the startup packet); libpq
@@ -108,8 +108,8 @@ const SQLSTATE_BY_CODE: Record<ScramErrorCode, string> = {
 
 /**
  * A SCRAM failure. `code` is stable; `sqlstate` is what to send the client in the
- * ErrorResponse; `message` is for logs. Messages never echo client-supplied text except
- * through {@link sanitize} (printable ASCII, truncated), as auth-scram.c does, so an
+ * ErrorResponse; `message` is for logs. Messages echo peer text only sanitized
+ * (printable ASCII, 30 characters), as auth-scram.c's sanitize_str does, so an
  * unauthenticated peer cannot spam logs with arbitrary bytes.
  */
 export class ScramError extends Error {
@@ -639,7 +639,9 @@ export interface ServerFinalFailure {
  *    for a doomed (mock) verifier so timing does not reveal whether the role exists;
  * 5. ServerSignature = HMAC(ServerKey, AuthMessage) goes back as `v=`.
  *
- * Never throws for client input; every failure is a {@link ServerFinalFailure}.
+ * Never throws for client input; every failure is a {@link ServerFinalFailure}. Call it
+ * once per state: the state carries no "used" flag, and the caller's auth state machine
+ * must not accept a second client-final-message (PostgreSQL moves to SCRAM_AUTH_FINISHED).
  */
 export function serverFinal(
   state: ScramServerState,

@@ -82,8 +82,9 @@ export function parseOptionsParameter(options: string): Map<string, string> {
   let inWord = false
   for (let i = 0; i < options.length; i++) {
     const ch = options[i]
-    if (ch === '\\' && i + 1 < options.length) {
-      current += options[++i]
+    if (ch === '\\') {
+      // An escaped character joins the word; a trailing backslash is dropped.
+      if (i + 1 < options.length) current += options[++i]
       inWord = true
     } else if (ch === ' ' || ch === '\t' || ch === '\n' || ch === '\r') {
       if (inWord) words.push(current)

@@ -14,6 +14,7 @@ export interface TestGatewayOptions {
   upstreamTcp?: { user: string; password: string }
   maxLifetimeMs?: number
   idleTimeoutMs?: number
+  pipelineDepth?: number
 }
 
 /** A gateway on a random loopback port in front of `pg`, in this process. */
@@ -37,6 +38,7 @@ export async function startTestGateway(pg: TestPostgres, options: TestGatewayOpt
       idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
       maxLifetimeMs: options.maxLifetimeMs ?? 3_600_000,
       waitTimeoutMs: options.waitTimeoutMs ?? 30_000,
+      pipelineDepth: options.pipelineDepth ?? 1,
     },
     auth: { method: options.auth ?? 'trust', cacheTtlMs: 1000 },
     tls: options.tls ?? null,

@@ -1,0 +1,47 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { isPipelineSafe } from './sql-lexer.ts'
+
+const safe = (sql: string) => isPipelineSafe(Buffer.from(sql))
+
+test('plain reads and writes in their own implicit transaction are safe', () => {
+  assert.equal(safe('SELECT abalance FROM pgbench_accounts WHERE aid = 42;'), true)
+  assert.equal(safe('select count(*), max(x) from t where y in (1, 2) -- trailing comment'), true)
+  assert.equal(safe('INSERT INTO t (a, b) VALUES ($1, $2) RETURNING id'), true)
+  assert.equal(safe('UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2'), true)
+  assert.equal(safe("SELECT 'it''s; BEGIN', $$ set_config( $$, E'\\' ; '  ;  "), true)
+  assert.equal(safe('WITH x AS (SELECT 1) SELECT * FROM x'), true)
+  assert.equal(safe('SELECT pg_catalog.count(*) FROM t'), true)
+})
+
+test('anything that can leave session state or open a transaction refuses', () => {
+  for (const sql of [
+    'BEGIN',
+    'SET search_path = x',
+    "SELECT set_config('a.b', 'c', false)",
+    'SELECT pg_advisory_lock(1)',
+    'SELECT my_function(1)',
+    'SELECT public.count(*) FROM t',
+    'SELECT "count"(1)',
+    'SELECT 1; SELECT 2',
+    'SELECT 1; BEGIN',
+    'CREATE TEMP TABLE t (a int)',
+    'SELECT * INTO TEMP t FROM x',
+    'DECLARE c CURSOR WITH HOLD FOR SELECT 1',
+    'LISTEN ch',
+    'PREPARE p AS SELECT 1',
+    'SELECT 1 /* unterminated',
+    "SELECT 'unterminated",
+    '',
+    '   ',
+    "SELECT nextval('s')",
+  ]) {
+    assert.equal(safe(sql), false, sql)
+  }
+})
+
+test('only the given byte range is judged, up to a NUL terminator', () => {
+  const frame = Buffer.from('QxxxxSELECT 1\0')
+  assert.equal(isPipelineSafe(frame, 5, frame.length), true)
+  assert.equal(isPipelineSafe(Buffer.from('BEGIN\0SELECT 1')), false)
+})

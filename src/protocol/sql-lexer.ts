@@ -1,0 +1,357 @@
+/**
+ * A small SQL lexer over raw query bytes, not a parser: it answers whether a
+ * statement is certain to leave no session state behind and to end in an idle
+ * transaction status, so that the gateway may queue another session's transaction
+ * behind it on the same backend (pipelining). Every doubt answers "no".
+ *
+ * Bytes >= 0x80 count as identifier characters, as in PostgreSQL's scanner (scan.l
+ * ident_start/ident_cont), so UTF-8 identifiers and text need no decoding.
+ */
+
+/** Statements that run in their own implicit transaction and leave nothing behind. */
+const LEADING = new Set(['select', 'insert', 'update', 'delete', 'values', 'table', 'with'])
+
+/** Words after which a temporary object, a cursor or a lock could be created. */
+const REFUSED_WORDS = new Set(['temp', 'temporary', 'lock', 'listen', 'notify', 'prepare', 'declare'])
+
+/**
+ * Words that may stand before "(" without being a function call: SQL keywords with
+ * parenthesised syntax, and built-in functions without session side effects. A call
+ * of anything else (any user function could run SET or take an advisory lock) refuses.
+ */
+const PAREN_OK = new Set([
+  // keywords
+  'all',
+  'and',
+  'any',
+  'array',
+  'as',
+  'between',
+  'by',
+  'case',
+  'cast',
+  'cube',
+  'distinct',
+  'else',
+  'exists',
+  'extract',
+  'filter',
+  'from',
+  'group',
+  'having',
+  'in',
+  'is',
+  'join',
+  'lateral',
+  'like',
+  'ilike',
+  'limit',
+  'not',
+  'offset',
+  'on',
+  'or',
+  'over',
+  'overlay',
+  'partition',
+  'position',
+  'returning',
+  'rollup',
+  'row',
+  'select',
+  'set',
+  'sets',
+  'similar',
+  'some',
+  'substring',
+  'then',
+  'trim',
+  'union',
+  'intersect',
+  'except',
+  'using',
+  'values',
+  'when',
+  'where',
+  'within',
+  'window',
+  'with',
+  'grouping',
+  'coalesce',
+  'nullif',
+  'greatest',
+  'least',
+  'collate',
+  'conflict',
+  'do',
+  'into',
+  // pure built-ins
+  'abs',
+  'age',
+  'array_agg',
+  'array_length',
+  'avg',
+  'bool_and',
+  'bool_or',
+  'btrim',
+  'ceil',
+  'ceiling',
+  'char_length',
+  'concat',
+  'concat_ws',
+  'count',
+  'date_part',
+  'date_trunc',
+  'floor',
+  'format',
+  'generate_series',
+  'json_agg',
+  'json_build_array',
+  'json_build_object',
+  'jsonb_agg',
+  'jsonb_build_array',
+  'jsonb_build_object',
+  'left',
+  'length',
+  'lower',
+  'lpad',
+  'ltrim',
+  'max',
+  'md5',
+  'min',
+  'mod',
+  'now',
+  'numeric',
+  'position',
+  'power',
+  'regexp_replace',
+  'repeat',
+  'replace',
+  'right',
+  'round',
+  'row_number',
+  'row_to_json',
+  'rpad',
+  'rtrim',
+  'split_part',
+  'sqrt',
+  'string_agg',
+  'strpos',
+  'substr',
+  'sum',
+  'to_char',
+  'to_date',
+  'to_json',
+  'to_jsonb',
+  'to_number',
+  'to_timestamp',
+  'trunc',
+  'unnest',
+  'upper',
+  'rank',
+  'dense_rank',
+  'lag',
+  'lead',
+  'first_value',
+  'last_value',
+  'varchar',
+  'char',
+  'timestamp',
+  'timestamptz',
+  'interval',
+  'decimal',
+  'float',
+  'time',
+  'bit',
+  'character',
+  'precision',
+])
+
+function isIdentStart(byte: number): boolean {
+  return (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x41 && byte <= 0x5a) || byte === 0x5f || byte >= 0x80
+}
+
+function isIdentChar(byte: number): boolean {
+  return isIdentStart(byte) || (byte >= 0x30 && byte <= 0x39) || byte === 0x24
+}
+
+function isSpace(byte: number): boolean {
+  return byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d || byte === 0x0c
+}
+
+/**
+ * True when `sql` (bytes [start, end) of a message) is one statement of a safe kind
+ * with no call to a function outside the allow-list. Comments, quoted strings
+ * (including E'' and dollar quoting) and quoted identifiers are skipped correctly;
+ * anything the lexer does not understand refuses.
+ */
+export function isPipelineSafe(sql: Buffer, start = 0, end = sql.length): boolean {
+  let i = start
+  let first = true
+  let lastWord = ''
+  /** The word before lastWord: "(" after `INTO t` or `AS t` opens a column list, not a call. */
+  let prevWord = ''
+  /** lastWord followed a "."; only pg_catalog's functions are judged by name then. */
+  let qualifier = ''
+  let afterDot = false
+  let statementEnded = false
+  while (i < end) {
+    const byte = sql[i]
+    if (byte === 0) break
+    if (isSpace(byte)) {
+      i++
+      continue
+    }
+    if (statementEnded) {
+      // Only whitespace, comments and more semicolons may follow the terminating semicolon.
+      if (byte === 0x3b) {
+        i++
+        continue
+      }
+      if (byte === 0x2d && sql[i + 1] === 0x2d) {
+        i = skipLineComment(sql, i, end)
+        continue
+      }
+      if (byte === 0x2f && sql[i + 1] === 0x2a) {
+        i = skipBlockComment(sql, i, end)
+        if (i < 0) return false
+        continue
+      }
+      return false
+    }
+    if (byte === 0x2d && sql[i + 1] === 0x2d) {
+      i = skipLineComment(sql, i, end)
+      continue
+    }
+    if (byte === 0x2f && sql[i + 1] === 0x2a) {
+      i = skipBlockComment(sql, i, end)
+      if (i < 0) return false
+      continue
+    }
+    if (isIdentStart(byte)) {
+      let j = i + 1
+      while (j < end && isIdentChar(sql[j])) j++
+      // E'…' / e'…' escape strings, and U&'…' would follow an identifier start: refuse the rare forms.
+      if (j < end && sql[j] === 0x27) {
+        if (j !== i + 1 || (byte !== 0x45 && byte !== 0x65)) return false
+        i = skipQuoted(sql, j, end, 0x27, true)
+        if (i < 0) return false
+        lastWord = ''
+        continue
+      }
+      const word = sql.toString('latin1', i, j).toLowerCase()
+      if (first) {
+        if (!LEADING.has(word)) return false
+        first = false
+      } else if (REFUSED_WORDS.has(word)) return false
+      qualifier = afterDot ? lastWord : ''
+      afterDot = false
+      prevWord = lastWord
+      lastWord = word
+      i = j
+      continue
+    }
+    if (first) return false
+    switch (byte) {
+      case 0x27: // 'string'
+        i = skipQuoted(sql, i, end, 0x27, false)
+        if (i < 0) return false
+        lastWord = ''
+        continue
+      case 0x22: // "identifier": a quoted name before "(" is a call we cannot judge
+        i = skipQuoted(sql, i, end, 0x22, false)
+        if (i < 0) return false
+        lastWord = '"'
+        continue
+      case 0x24: {
+        // $1 parameter, or $tag$ dollar quoting
+        if (sql[i + 1] >= 0x30 && sql[i + 1] <= 0x39) {
+          i += 2
+          while (i < end && sql[i] >= 0x30 && sql[i] <= 0x39) i++
+          lastWord = ''
+          continue
+        }
+        i = skipDollarQuoted(sql, i, end)
+        if (i < 0) return false
+        lastWord = ''
+        continue
+      }
+      case 0x28: // "(" after a word is a call unless the word is allowed
+        if (lastWord !== '' && !parenAllowed(lastWord, prevWord, qualifier)) return false
+        lastWord = ''
+        i++
+        continue
+      case 0x2e: // "." in a qualified name: remember the qualifier
+        afterDot = true
+        i++
+        continue
+      case 0x3b:
+        statementEnded = true
+        i++
+        continue
+      default:
+        lastWord = ''
+        i++
+    }
+  }
+  return !first
+}
+
+function parenAllowed(word: string, before: string, qualifier: string): boolean {
+  if (qualifier !== '') return qualifier === 'pg_catalog' && PAREN_OK.has(word)
+  return PAREN_OK.has(word) || before === 'into' || before === 'as'
+}
+
+function skipLineComment(sql: Buffer, i: number, end: number): number {
+  while (i < end && sql[i] !== 0x0a) i++
+  return i
+}
+
+/** Block comments nest in PostgreSQL. Returns -1 when unterminated. */
+function skipBlockComment(sql: Buffer, i: number, end: number): number {
+  let depth = 0
+  while (i < end) {
+    if (sql[i] === 0x2f && sql[i + 1] === 0x2a) {
+      depth++
+      i += 2
+    } else if (sql[i] === 0x2a && sql[i + 1] === 0x2f) {
+      depth--
+      i += 2
+      if (depth === 0) return i
+    } else i++
+  }
+  return -1
+}
+
+/** Skips a quoted token starting at the quote; doubled quotes escape; -1 if unterminated. */
+function skipQuoted(sql: Buffer, i: number, end: number, quote: number, backslashEscapes: boolean): number {
+  i++
+  while (i < end) {
+    const byte = sql[i]
+    if (backslashEscapes && byte === 0x5c) {
+      i += 2
+      continue
+    }
+    if (byte === quote) {
+      if (sql[i + 1] === quote) {
+        i += 2
+        continue
+      }
+      return i + 1
+    }
+    i++
+  }
+  return -1
+}
+
+function skipDollarQuoted(sql: Buffer, i: number, end: number): number {
+  let j = i + 1
+  while (j < end && sql[j] !== 0x24) {
+    if (!isIdentChar(sql[j])) return -1
+    j++
+  }
+  if (j >= end) return -1
+  const tag = sql.subarray(i, j + 1)
+  const close = sql.indexOf(tag, j + 1)
+  if (close < 0 || close >= end) return -1
+  return close + tag.length
+}
