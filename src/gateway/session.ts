@@ -2,7 +2,13 @@ import assert from 'node:assert'
 import type net from 'node:net'
 import type { Logger } from '../log.ts'
 import { FixedQueue } from '../net/index.ts'
-import type { BackendReceiver, Lease, LeaseRequest, Pooler } from '../pooler/index.ts'
+import {
+  type BackendReceiver,
+  errorFromFrame,
+  type Lease,
+  type LeaseRequest,
+  type Pooler,
+} from '../pooler/index.ts'
 import {
   Backend,
   closeComplete,
@@ -146,6 +152,18 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
   private draining = false
   /** The backend is in COPY FROM STDIN and waits for this session's data. */
   private copyIn = false
+  /** Nothing has come back on the current lease yet. */
+  private awaitingFirstReply = false
+  /**
+   * Client frames sent on the current lease before its first reply, kept so they can be
+   * sent again elsewhere if the backend turns out to have died before running them;
+   * null once that cannot be safe (a reply came, or a frame changed session state).
+   */
+  private sentFrames: Buffer[] | null = null
+  /** The backend died before running anything of this lease's (see onBackendMessage). */
+  private retryable = false
+  /** A FATAL error the backend sent before closing, reported once it has closed. */
+  private backendFatal: PgError | null = null
 
   constructor(client: net.Socket, ctx: SessionContext, processId: number, secretKey: number) {
     this.client = client
@@ -272,6 +290,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
       return
     }
     this.lease = lease
+    this.awaitingFirstReply = true
+    this.sentFrames = []
+    this.retryable = false
+    this.backendFatal = null
     lease.attach(this)
     const pending = this.pending
     this.pending = []
@@ -307,6 +329,11 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
   }
 
   private handleClientMessage(type: number, frame: Buffer): void {
+    if (this.sentFrames !== null) {
+      // Named Parse and Close change the session's statement names: not replayable.
+      if ((type === Frontend.Parse && frame[5] !== 0) || type === Frontend.Close) this.sentFrames = null
+      else this.sentFrames.push(frame)
+    }
     if (this.skipUntilSync) {
       if (type === Frontend.Sync) {
         this.skipUntilSync = false
@@ -515,6 +542,21 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
   // ---- backend → client ----
 
   onBackendMessage(type: number, frame: Buffer): void {
+    if (this.awaitingFirstReply) {
+      this.awaitingFirstReply = false
+      // A FATAL from operator intervention (57P01 admin_shutdown and its class) before
+      // anything else means the backend died before running our requests, or aborted
+      // them uncommitted: an idle session's requests can go to another backend.
+      if (type === Backend.ErrorResponse && this.sentFrames !== null && this.txStatus === TxStatus.Idle) {
+        const error = errorFromFrame(frame)
+        if (error.severity === 'FATAL' && error.code.startsWith('57')) {
+          this.retryable = true
+          this.backendFatal = error
+          return
+        }
+      }
+      this.sentFrames = null
+    }
     const head = this.replies.peek()
     const forward = head === undefined || head.action !== Action.Skip
     switch (type) {
@@ -557,6 +599,12 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         if (head?.kind === Kind.Execute) this.complete()
         return
       case Backend.ErrorResponse:
+        if (isFatal(frame)) {
+          // The backend is about to close; the session may well outlive it, so the
+          // error is reported once, by onBackendClosed, with the right severity.
+          this.backendFatal = errorFromFrame(frame)
+          return
+        }
         // Even an error on a statement we prepared behind the client's back goes out:
         // its Bind is about to fail and the client must learn why.
         this.toClient.push(frame)
@@ -577,24 +625,47 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     this.flushClient()
   }
 
-  onBackendClosed(error: Error): void {
+  onBackendClosed(error: Error, unserved: boolean): void {
     if (this.lease === null) return
     this.lease = null
     this.pausedLease = null
     this.draining = false
     this.syncPoints = 0
     this.copyIn = false
+    // Our bytes could not be written (the peer had closed: EPIPE) or were left unread
+    // (ECONNRESET) before any reply: the backend never ran them.
+    const code = (error as NodeJS.ErrnoException).code
+    if (this.awaitingFirstReply && (code === 'EPIPE' || code === 'ECONNRESET')) unserved = true
+    this.awaitingFirstReply = false
     let syncPoints = 0
     for (let reply = this.replies.shift(); reply !== undefined; reply = this.replies.shift()) {
       if (reply.kind === Kind.Sync || reply.kind === Kind.Query) syncPoints++
     }
-    const message = `server connection lost: ${error.message}`
-    if (this.txStatus !== TxStatus.Idle || syncPoints > 1) {
-      // The transaction or several pipelined batches are gone: only a new connection is honest.
-      this.fatal(new PgError(SqlState.ConnectionFailure, message))
+    const replay = this.sentFrames
+    this.sentFrames = null
+    if (replay !== null && (this.retryable || unserved)) {
+      // Nothing ran: send the same requests again on another backend.
+      this.ctx.log.info(
+        { session: this.id, reason: error.message },
+        'backend lost before it ran anything; retrying',
+      )
+      this.unsynced = false
+      this.skipUntilSync = false
+      this.backendFatal = null
+      this.pending = replay.concat(this.pending)
+      this.requestLease()
       return
     }
-    this.toClient.push(errorResponse('ERROR', SqlState.ConnectionFailure, message))
+    const cause = this.backendFatal
+    this.backendFatal = null
+    const sqlState = cause?.code ?? SqlState.ConnectionFailure
+    const message = cause?.message ?? `server connection lost: ${error.message}`
+    if (this.txStatus !== TxStatus.Idle || syncPoints > 1) {
+      // The transaction or several pipelined batches are gone: only a new connection is honest.
+      this.fatal(new PgError(sqlState, message))
+      return
+    }
+    this.toClient.push(errorResponse('ERROR', sqlState, message))
     if (syncPoints === 1) this.toClient.push(readyForQuery[TxStatus.Idle])
     else this.skipUntilSync = true
     this.unsynced = false
@@ -692,6 +763,12 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     if (!this.client.destroyed) this.client.end()
     this.ctx.onClose(this)
   }
+}
+
+/** Whether an ErrorResponse frame has severity FATAL or PANIC (its S field comes first). */
+function isFatal(frame: Buffer): boolean {
+  const severity = errorFromFrame(frame).severity
+  return severity === 'FATAL' || severity === 'PANIC'
 }
 
 /** Client bytes a waiting session buffers before it stops reading its socket. */

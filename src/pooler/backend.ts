@@ -35,7 +35,11 @@ export interface BackendReceiver {
   onBackendMessagePart(type: number, piece: Buffer, first: boolean, last: boolean): void
   /** End of one socket read: a good moment to flush what was gathered. */
   onBackendFlush(): void
-  onBackendClosed(error: Error): void
+  /**
+   * The backend is gone. `unserved` means it never started on this receiver's requests
+   * (the lease was queued behind another), so they may safely be sent elsewhere.
+   */
+  onBackendClosed(error: Error, unserved: boolean): void
 }
 
 export type BackendState = 'connecting' | 'idle' | 'leased' | 'closed'
@@ -191,8 +195,8 @@ export class BackendConn implements FrameHandler {
     }
     const receiver = this.receiver
     this.receiver = null
-    receiver?.onBackendClosed(error)
-    for (const lease of this.queued.splice(0)) lease.receiver?.onBackendClosed(error)
+    receiver?.onBackendClosed(error, false)
+    for (const lease of this.queued.splice(0)) lease.receiver?.onBackendClosed(error, true)
     this.onClose?.(this, error)
   }
 }
@@ -201,7 +205,7 @@ export class BackendConn implements FrameHandler {
 export function errorFromFrame(frame: Buffer): PgError {
   const fields = parseErrorFields(frame.subarray(5))
   return new PgError(fields.code || SqlState.InternalError, fields.message, {
-    severity: fields.severity === 'FATAL' ? 'FATAL' : 'ERROR',
+    severity: fields.severity === 'FATAL' || fields.severity === 'PANIC' ? fields.severity : 'ERROR',
     detail: fields.detail,
     hint: fields.hint,
   })

@@ -1,4 +1,4 @@
-export type { BackendCredentials, BackendReceiver, Endpoint } from './backend.ts'
+export { type BackendCredentials, type BackendReceiver, type Endpoint, errorFromFrame } from './backend.ts'
 export type { Lease, LeaseRequest } from './lease.ts'
 export type { PoolStats } from './pool.ts'
 export { Pooler, type PoolerOptions, type RoleInfo } from './pooler.ts'

@@ -429,7 +429,7 @@ class PooledLease implements Lease, QueuedLease {
     this.receiver = receiver
     if (this.head) this.conn.receiver = receiver
     if (this.conn.state === 'closed')
-      receiver.onBackendClosed(this.conn.closeError ?? new Error('backend closed'))
+      receiver.onBackendClosed(this.conn.closeError ?? new Error('backend closed'), !this.head)
   }
 
   becameHead(): void {
