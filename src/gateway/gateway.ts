@@ -5,6 +5,7 @@ import tls from 'node:tls'
 import type { GatewayConfig } from '../config/index.ts'
 import type { Logger } from '../log.ts'
 import { Pooler } from '../pooler/index.ts'
+import { PgError, SqlState } from '../protocol/index.ts'
 import { ReportedParameters } from './parameters.ts'
 import type { Session } from './session.ts'
 import { acceptClient, type StartupContext } from './startup.ts'
@@ -69,10 +70,13 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       if (session !== undefined && session.secretKey === secretKey) session.cancel()
     },
   }
+  /** Connections still in startup, so that shutdown can end them too. */
+  const starting = new Set<net.Socket>()
   const onConnection = (socket: net.Socket): void => {
     socket.setNoDelay(true)
     socket.on('error', () => {})
-    void acceptClient(socket, ctx)
+    starting.add(socket)
+    acceptClient(socket, ctx).finally(() => starting.delete(socket))
   }
   const servers: net.Server[] = []
   const tcp = net.createServer({ noDelay: true }, onConnection)
@@ -94,8 +98,15 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     pooler,
     sessionCount: () => sessions.size,
     async close() {
-      await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))))
-      for (const session of [...sessions.values()]) session.close('gateway shutting down')
+      // server.close() waits for every connection to end: end them all first.
+      const closed = Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))))
+      for (const socket of starting) socket.destroy()
+      for (const session of [...sessions.values()]) {
+        session.fatal(
+          new PgError(SqlState.AdminShutdown, 'terminating connection due to administrator command'),
+        )
+      }
+      await closed
       await pooler.close()
     },
   }

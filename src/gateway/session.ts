@@ -13,10 +13,12 @@ import {
   Backend,
   closeComplete,
   errorResponse,
+  FRONTEND_TYPE_LIMITS,
   type FrameHandler,
   Framer,
   FrameTooLargeError,
   Frontend,
+  InvalidMessageTypeError,
   isPipelineSafe,
   PgError,
   parseComplete,
@@ -146,6 +148,14 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
   /** Whether the unnamed statement, which outlives its batch, is pipeline-safe. */
   private unnamedSafe = false
   /**
+   * The session's unnamed statement (its last unnamed Parse, copied): Postgres keeps it
+   * across Syncs until the next unnamed Parse or simple Query, so a later lease on
+   * another backend must prepare it there again before a Bind or Describe uses it.
+   */
+  private unnamed: Buffer | null = null
+  /** The current lease's backend holds this session's unnamed statement. */
+  private unnamedHere = false
+  /**
    * The lease was released early (pipelining): its replies are still to come, but
    * nothing more may be sent on it; new client messages wait for the next lease.
    */
@@ -173,7 +183,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     this.secretKey = secretKey
     this.settings = ctx.settings
     this.settingsKey = ctx.settingsKey
-    this.framer = new Framer(this, { streamTypes: [Frontend.CopyData] })
+    this.framer = new Framer(this, { streamTypes: [Frontend.CopyData], typeLimits: FRONTEND_TYPE_LIMITS })
   }
 
   /** Takes over the client socket after startup; `leftover` are bytes already read past startup. */
@@ -193,7 +203,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     try {
       this.framer.feed(chunk)
     } catch (error) {
-      if (error instanceof FrameTooLargeError) {
+      if (error instanceof FrameTooLargeError || error instanceof InvalidMessageTypeError) {
         this.fatal(new PgError(SqlState.ProtocolViolation, error.message))
         return
       }
@@ -290,17 +300,26 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
       return
     }
     this.lease = lease
+    this.unnamedHere = false
     this.awaitingFirstReply = true
     this.sentFrames = []
     this.retryable = false
     this.backendFatal = null
     lease.attach(this)
+    // Attaching to a backend that just died reports it at once (and may retry elsewhere).
+    if (this.lease !== lease) return
     const pending = this.pending
     this.pending = []
     this.pendingBytes = 0
-    for (const frame of pending) {
+    for (let i = 0; i < pending.length; i++) {
       if (this.closed || this.lease === null) break
-      this.handleClientMessage(frame[0], frame)
+      if (this.draining) {
+        // A batch released the lease early: the rest waits for the next lease.
+        this.pending = pending.slice(i)
+        for (const frame of this.pending) this.pendingBytes += frame.length
+        break
+      }
+      this.handleClientMessage(pending[i][0], pending[i])
     }
     this.flushBackend()
     if (this.client.isPaused()) this.client.resume()
@@ -344,6 +363,9 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     }
     switch (type) {
       case Frontend.Query:
+        // A simple Query drops the unnamed statement (exec_simple_query).
+        this.unnamed = null
+        this.unnamedHere = false
         if (this.batchSafe && this.ctx.pipelining) this.batchSafe = isPipelineSafe(frame, 5)
         this.endBatch(Kind.Query, frame)
         return
@@ -416,6 +438,8 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         this.unnamedSafe = isPipelineSafe(frame, bodyStart)
         this.batchSafe &&= this.unnamedSafe
       }
+      this.unnamed = Buffer.from(frame)
+      this.unnamedHere = true
       this.expect(Kind.Parse, Action.Forward)
       this.toBackend.push(frame)
       return
@@ -447,6 +471,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
       return
     }
     if (nameEnd === portalEnd + 1) {
+      this.ensureUnnamed()
       this.batchSafe &&= this.unnamedSafe
       this.expect(Kind.Bind, Action.Forward)
       this.toBackend.push(frame)
@@ -470,8 +495,18 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
       this.toBackend.push(replaceCString(frame, 6, nameEnd, statement.name))
       return
     }
+    if (frame[5] === 0x53) this.ensureUnnamed()
     this.expect(Kind.Describe, Action.Forward)
     this.toBackend.push(frame)
+  }
+
+  /** Prepares the session's unnamed statement on this backend if another lease holds it. */
+  private ensureUnnamed(): void {
+    if (this.unnamedHere || this.unnamed === null) return
+    this.unnamedHere = true
+    this.batchSafe = false
+    this.expect(Kind.Parse, Action.Skip)
+    this.toBackend.push(this.unnamed)
   }
 
   private closeStatement(frame: Buffer): void {
@@ -528,6 +563,8 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     const data = this.toBackend.take()
     if (data === null) return
     const lease = this.lease
+    // A session closed mid-chunk (a protocol violation after a valid message) drops the rest.
+    if (this.closed) return
     assert(lease !== null, 'backend bytes without a lease')
     if (!lease.send(data)) {
       this.client.pause()
@@ -566,9 +603,18 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         return
       case Backend.ReadyForQuery:
         this.txStatus = frame[5]
+        this.copyIn = false
+        this.syncPoints--
         if (forward) this.toClient.push(frame)
         this.complete()
-        if (
+        if (this.draining) {
+          // Released early: the lease ends with the reply to the promised batch.
+          if (this.syncPoints === 0) {
+            if (this.txStatus !== TxStatus.Idle)
+              this.ctx.log.error({ session: this.id }, 'a pipelined batch did not end idle')
+            this.releaseLease()
+          }
+        } else if (
           this.replies.length === 0 &&
           this.txStatus === TxStatus.Idle &&
           !this.unsynced &&
@@ -576,6 +622,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         ) {
           this.releaseLease()
         }
+        return
+      case Backend.CopyInResponse:
+        this.copyIn = true
+        this.toClient.push(frame)
         return
       case Backend.ParseComplete:
         if (head !== undefined && head.statement !== null) head.statement.validated = true
@@ -752,6 +802,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     const lease = this.lease
     this.lease = null
     if (lease !== null) {
+      // What the client sent before it went (or broke the protocol) still goes out,
+      // as Postgres would have run it; the replies below account for it.
+      const unsent = this.toBackend.take()
+      if (unsent !== null) lease.send(unsent)
       if (this.replies.length === 0) {
         if (this.txStatus === TxStatus.Idle && !this.unsynced) lease.release()
         else lease.releaseDirty(this.unsynced)
@@ -760,7 +814,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         lease.discard(`client went away mid-request: ${reason}`)
       } else lease.abandon(this.syncPoints, this.unsynced)
     }
-    if (!this.client.destroyed) this.client.end()
+    if (!this.client.destroyed) this.client.destroySoon()
     this.ctx.onClose(this)
   }
 }

@@ -193,11 +193,12 @@ export class BackendConn implements FrameHandler {
       this.socket.end(frontend.terminate)
       this.socket.destroySoon()
     }
+    // The pool forgets it first, so that a receiver retrying elsewhere cannot be handed it again.
+    this.onClose?.(this, error)
     const receiver = this.receiver
     this.receiver = null
     receiver?.onBackendClosed(error, false)
     for (const lease of this.queued.splice(0)) lease.receiver?.onBackendClosed(error, true)
-    this.onClose?.(this, error)
   }
 }
 

@@ -88,3 +88,24 @@ export const MAX_MESSAGE_LENGTH = 0x3fffffff
 
 /** PostgreSQL's MAX_STARTUP_PACKET_LENGTH (src/include/libpq/pqcomm.h). */
 export const MAX_STARTUP_PACKET_LENGTH = 10000
+
+/**
+ * Length limits of the messages a client may send once the session runs: small
+ * control messages are capped at 10000 bytes as PostgreSQL does (PQ_SMALL_MESSAGE_LIMIT
+ * in SocketBackend); the rest at the large-message limit. Other types are refused.
+ */
+export const FRONTEND_TYPE_LIMITS: ReadonlyMap<number, number> = new Map([
+  [Frontend.Query, MAX_MESSAGE_LENGTH],
+  [Frontend.Parse, MAX_MESSAGE_LENGTH],
+  [Frontend.Bind, MAX_MESSAGE_LENGTH],
+  [Frontend.FunctionCall, MAX_MESSAGE_LENGTH],
+  [Frontend.CopyData, MAX_MESSAGE_LENGTH],
+  [Frontend.Describe, 10000],
+  [Frontend.Execute, 10000],
+  [Frontend.Close, 10000],
+  [Frontend.Sync, 10000],
+  [Frontend.Flush, 10000],
+  [Frontend.Terminate, 10000],
+  [Frontend.CopyDone, 10000],
+  [Frontend.CopyFail, 10000],
+])

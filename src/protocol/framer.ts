@@ -22,6 +22,21 @@ export interface FramerOptions {
   streamThreshold?: number
   /** Largest accepted length field; a longer one is a protocol violation. */
   maxLength?: number
+  /**
+   * When given, only these message types are accepted, each up to its own length; any
+   * other type is refused at its header, without waiting for the body it announces
+   * (as SocketBackend does in src/backend/tcop/postgres.c).
+   */
+  typeLimits?: ReadonlyMap<number, number>
+}
+
+/** A message type the framer refuses. */
+export class InvalidMessageTypeError extends Error {
+  readonly type: number
+  constructor(type: number) {
+    super(`invalid frontend message type ${type}`)
+    this.type = type
+  }
 }
 
 /** A length field the framer refuses. */
@@ -45,6 +60,8 @@ export class Framer {
   private readonly streamable: Uint8Array
   private readonly streamThreshold: number
   private readonly maxLength: number
+  /** Per-type length limits, 0 for a refused type; null when every type is accepted. */
+  private readonly limits: Uint32Array | null
   /** Pieces of the incomplete message at the end of the last chunk. */
   private parts: Buffer[] = []
   private partsLength = 0
@@ -60,6 +77,11 @@ export class Framer {
     for (const type of options.streamTypes ?? []) this.streamable[type] = 1
     this.streamThreshold = options.streamThreshold ?? 256 * 1024
     this.maxLength = options.maxLength ?? MAX_MESSAGE_LENGTH
+    this.limits = null
+    if (options.typeLimits !== undefined) {
+      this.limits = new Uint32Array(256)
+      for (const [type, limit] of options.typeLimits) this.limits[type] = limit
+    }
   }
 
   /** Bytes held for an incomplete message. */
@@ -79,7 +101,7 @@ export class Framer {
     while (offset + HEADER_LENGTH <= end) {
       const type = chunk[offset]
       const length = chunk.readInt32BE(offset + 1)
-      if (length < 4 || length > this.maxLength) throw new FrameTooLargeError(type, length)
+      this.check(type, length)
       const frameEnd = offset + 1 + length
       if (frameEnd > end) {
         if (this.streamable[type] === 1 && length >= this.streamThreshold) {
@@ -110,6 +132,16 @@ export class Framer {
     this.streamType = -1
   }
 
+  /** Refuses an unknown type or an impossible length as soon as the header is read. */
+  private check(type: number, length: number): void {
+    const limits = this.limits
+    if (limits !== null) {
+      const limit = limits[type]
+      if (limit === 0) throw new InvalidMessageTypeError(type)
+      if (length < 4 || length > limit) throw new FrameTooLargeError(type, length)
+    } else if (length < 4 || length > this.maxLength) throw new FrameTooLargeError(type, length)
+  }
+
   private continueStream(chunk: Buffer): number {
     const take = Math.min(this.streamRemaining, chunk.length)
     this.streamRemaining -= take
@@ -136,7 +168,7 @@ export class Framer {
       }
       const length = head.readInt32BE(1)
       const type = head[0]
-      if (length < 4 || length > this.maxLength) throw new FrameTooLargeError(type, length)
+      this.check(type, length)
       this.needed = 1 + length
       if (this.streamable[type] === 1 && length >= this.streamThreshold) {
         const held = this.partsLength
