@@ -46,7 +46,7 @@ describe('loadGatewayConfig', () => {
         idleTimeoutMs: 600_000,
         maxLifetimeMs: 3_600_000,
         waitTimeoutMs: 30_000,
-        pipelineDepth: 1,
+        pipelineDepth: 4,
       },
       auth: { method: 'scram-sha-256', cacheTtlMs: 60_000 },
       tls: null,

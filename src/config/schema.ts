@@ -117,7 +117,7 @@ export const GATEWAY_OPTIONS = {
   pipelineDepth: {
     name: 'pipeline-depth',
     valueName: 'n',
-    defaultValue: 1,
+    defaultValue: 4,
     description:
       'transactions that may queue behind a busy backend whose statement is known to end idle (0: off)',
   },

@@ -61,12 +61,18 @@ export interface SessionContext {
 
 /** Bytes gathered from one side, written to the other in one call at a batch boundary. */
 class Batch {
+  /** Frames come from a reused read buffer: what is taken must be a copy. */
+  private readonly copy: boolean
   private parts: Buffer[] = []
   private bytes = 0
   /** The open run: a range of one chunk that grows while frames arrive back to back. */
   private run: Buffer | null = null
   private runStart = 0
   private runEnd = 0
+
+  constructor(copy: boolean) {
+    this.copy = copy
+  }
 
   get empty(): boolean {
     return this.run === null && this.parts.length === 0
@@ -90,7 +96,8 @@ class Batch {
     this.closeRun()
     const parts = this.parts
     if (parts.length === 0) return null
-    const out = parts.length === 1 ? parts[0] : Buffer.concat(parts, this.bytes)
+    const out =
+      parts.length > 1 ? Buffer.concat(parts, this.bytes) : this.copy ? Buffer.from(parts[0]) : parts[0]
     this.parts = []
     this.bytes = 0
     return out
@@ -130,8 +137,9 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
   private pending: Buffer[] = []
   private pendingBytes = 0
   private readonly replies = new FixedQueue<Reply>()
-  private readonly toBackend = new Batch()
-  private readonly toClient = new Batch()
+  private readonly toBackend = new Batch(false)
+  /** Backend frames are views of the pooler's shared read buffer (see BackendReceiver). */
+  private readonly toClient = new Batch(true)
   private txStatus: number = TxStatus.Idle
   /** Extended-protocol messages went out since the last Sync: the backend holds unsynced state. */
   private unsynced = false

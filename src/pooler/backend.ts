@@ -53,6 +53,9 @@ export interface QueuedLease {
 
 let nextBackendId = 1
 
+/** The read buffer every backend socket shares (see BackendConn.connect). */
+const sharedReadBuffer = Buffer.allocUnsafe(64 * 1024)
+
 /**
  * One connection to Postgres, owned by a pool. After login it frames everything the
  * server sends and hands it to its current receiver (the session holding the lease);
@@ -78,6 +81,8 @@ export class BackendConn implements FrameHandler {
   readonly queued: QueuedLease[] = []
   /** The last lease in line promised to end idle after its replies: another may queue behind it. */
   pipelineOpen = false
+  /** When it was last granted or last finished a batch (performance.now()). */
+  activeAt = 0
   /** Set once the connection failed or was closed. */
   closeError: Error | null = null
   private readonly framer: Framer
@@ -85,7 +90,10 @@ export class BackendConn implements FrameHandler {
 
   private constructor(socket: net.Socket) {
     this.socket = socket
-    this.framer = new Framer(this, { streamTypes: [Backend.DataRow, Backend.CopyData] })
+    this.framer = new Framer(this, {
+      streamTypes: [Backend.DataRow, Backend.CopyData],
+      transientChunks: true,
+    })
   }
 
   /** Connects and logs in; resolves once the server sent ReadyForQuery. */
@@ -95,9 +103,20 @@ export class BackendConn implements FrameHandler {
     credentials: BackendCredentials,
     timeoutMs: number,
   ): Promise<BackendConn> {
+    let onChunk: (chunk: Buffer) => void = () => {}
+    // Reads land in one shared buffer (no allocation and no stream machinery per read):
+    // everything read is handled before the callback returns, and what must outlive it
+    // is copied (partial frames in the Framer, bytes queued for a client).
+    const onread = {
+      buffer: sharedReadBuffer,
+      callback: (length: number): boolean => {
+        onChunk(sharedReadBuffer.subarray(0, length))
+        return true
+      },
+    }
     const socket = endpoint.socketDir
-      ? net.connect(`${endpoint.socketDir}/.s.PGSQL.${endpoint.port}`)
-      : net.connect({ host: endpoint.host ?? '127.0.0.1', port: endpoint.port, noDelay: true })
+      ? net.connect({ path: `${endpoint.socketDir}/.s.PGSQL.${endpoint.port}`, onread })
+      : net.connect({ host: endpoint.host ?? '127.0.0.1', port: endpoint.port, noDelay: true, onread })
     const conn = new BackendConn(socket)
     return new Promise((resolve, reject) => {
       const login = new Login(conn, startup, credentials, resolve, reject)
@@ -109,7 +128,7 @@ export class BackendConn implements FrameHandler {
       timer.unref()
       login.onSettle = () => clearTimeout(timer)
       socket.once('connect', () => socket.write(frontend.startupMessage(startup)))
-      socket.on('data', (chunk: Buffer) => {
+      onChunk = (chunk: Buffer) => {
         const connecting = conn.state === 'connecting'
         try {
           if (connecting) login.feed(chunk)
@@ -123,7 +142,7 @@ export class BackendConn implements FrameHandler {
           if (connecting) login.fail(failure)
           else conn.destroy(failure)
         }
-      })
+      }
       socket.on('error', (error) => {
         if (conn.state === 'connecting') login.fail(new PgError(SqlState.ConnectionFailure, error.message))
         else conn.destroy(error)
@@ -154,6 +173,8 @@ export class BackendConn implements FrameHandler {
 
   onMessage(type: number, frame: Buffer): void {
     if (this.receiver !== null) {
+      // Finishing a batch is progress; rows streaming out of a long query are not.
+      if (type === Backend.ReadyForQuery) this.activeAt = performance.now()
       this.receiver.onBackendMessage(type, frame)
       return
     }
@@ -237,7 +258,7 @@ class Login implements FrameHandler {
     this.user = startup.user ?? ''
     this.resolve = resolve
     this.reject = reject
-    this.framer = new Framer(this, { maxLength: 1 << 20 })
+    this.framer = new Framer(this, { maxLength: 1 << 20, transientChunks: true })
   }
 
   feed(chunk: Buffer): void {

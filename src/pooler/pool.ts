@@ -48,6 +48,13 @@ interface Waiter {
   deadline: number
 }
 
+/**
+ * A busy backend that finished a batch this recently (ms) is preferred for pipelining
+ * over an idle one: it is unlikely to be in the middle of a slow statement. Measured on
+ * pgbench -S, where a read-only transaction takes well under a millisecond of server time.
+ */
+const PIPELINE_FRESH_MS = 2
+
 /** How many idle backends from the top of the stack are checked for matching settings. */
 const SETTINGS_MATCH_DEPTH = 8
 
@@ -105,6 +112,18 @@ export class Pool {
     if (this.closed) {
       request.onLeaseError(new PgError(SqlState.AdminShutdown, 'the pool is shutting down'))
       return
+    }
+    // A backend that answered moments ago and whose last lease promised to end idle is
+    // the best place for a short transaction, better even than an idle backend: Postgres
+    // finds the next query already waiting (no sleep, no wakeup), and fewer backends are
+    // busy at once. One that has been quiet longer may be running something slow, so an
+    // idle backend comes first then.
+    const now = performance.now()
+    for (const busy of this.pipelinable) {
+      if (busy.settingsKey === request.settingsKey && now - busy.activeAt < PIPELINE_FRESH_MS) {
+        this.grantQueued(busy, request)
+        return
+      }
     }
     const conn = this.takeIdle(request.settingsKey)
     if (conn !== null) {
@@ -184,6 +203,7 @@ export class Pool {
   private grant(conn: BackendConn, request: LeaseRequest): void {
     assert(conn.state === 'idle', `granting a backend in state ${conn.state}`)
     conn.state = 'leased'
+    conn.activeAt = performance.now()
     this.stats.leasesGranted++
     if (conn.settingsKey === request.settingsKey) {
       request.onLease(new PooledLease(this, conn, true))

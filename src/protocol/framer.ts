@@ -23,6 +23,11 @@ export interface FramerOptions {
   /** Largest accepted length field; a longer one is a protocol violation. */
   maxLength?: number
   /**
+   * The caller reuses each chunk's memory after `feed` returns (a shared read buffer):
+   * the bytes of an incomplete message are then copied before they are kept.
+   */
+  transientChunks?: boolean
+  /**
    * When given, only these message types are accepted, each up to its own length; any
    * other type is refused at its header, without waiting for the body it announces
    * (as SocketBackend does in src/backend/tcop/postgres.c).
@@ -60,6 +65,7 @@ export class Framer {
   private readonly streamable: Uint8Array
   private readonly streamThreshold: number
   private readonly maxLength: number
+  private readonly transientChunks: boolean
   /** Per-type length limits, 0 for a refused type; null when every type is accepted. */
   private readonly limits: Uint32Array | null
   /** Pieces of the incomplete message at the end of the last chunk. */
@@ -77,6 +83,7 @@ export class Framer {
     for (const type of options.streamTypes ?? []) this.streamable[type] = 1
     this.streamThreshold = options.streamThreshold ?? 256 * 1024
     this.maxLength = options.maxLength ?? MAX_MESSAGE_LENGTH
+    this.transientChunks = options.transientChunks ?? false
     this.limits = null
     if (options.typeLimits !== undefined) {
       this.limits = new Uint32Array(256)
@@ -116,7 +123,7 @@ export class Framer {
       offset = frameEnd
     }
     if (offset < end) {
-      const rest = chunk.subarray(offset)
+      const rest = this.keep(chunk.subarray(offset))
       this.parts.push(rest)
       this.partsLength = rest.length
       this.needed = rest.length >= HEADER_LENGTH ? 1 + rest.readInt32BE(1) : 0
@@ -130,6 +137,11 @@ export class Framer {
     this.needed = 0
     this.streamRemaining = 0
     this.streamType = -1
+  }
+
+  /** A piece of a chunk that is kept past this feed: a copy when chunks are reused. */
+  private keep(piece: Buffer): Buffer {
+    return this.transientChunks ? Buffer.from(piece) : piece
   }
 
   /** Refuses an unknown type or an impossible length as soon as the header is read. */
@@ -162,7 +174,7 @@ export class Framer {
       // The header itself was split: gather just enough to read the length.
       const head = Buffer.concat([...this.parts, chunk.subarray(0, HEADER_LENGTH)])
       if (head.length < HEADER_LENGTH) {
-        this.parts.push(chunk)
+        this.parts.push(this.keep(chunk))
         this.partsLength += chunk.length
         return -1
       }
@@ -184,7 +196,7 @@ export class Framer {
     }
     const missing = this.needed - this.partsLength
     if (chunk.length < missing) {
-      this.parts.push(chunk)
+      this.parts.push(this.keep(chunk))
       this.partsLength += chunk.length
       return -1
     }

@@ -38,7 +38,7 @@ export async function startTestGateway(pg: TestPostgres, options: TestGatewayOpt
       idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
       maxLifetimeMs: options.maxLifetimeMs ?? 3_600_000,
       waitTimeoutMs: options.waitTimeoutMs ?? 30_000,
-      pipelineDepth: options.pipelineDepth ?? 1,
+      pipelineDepth: options.pipelineDepth ?? 4,
     },
     auth: { method: options.auth ?? 'trust', cacheTtlMs: 1000 },
     tls: options.tls ?? null,
