@@ -6,17 +6,16 @@ import {
   authenticationSaslContinue,
   authenticationSaslFinal,
   Frontend,
-  PgError,
-  SqlState,
-} from '../protocol/index.ts'
-import { isMd5Hash, verifyMd5Response } from '../protocol/md5.ts'
-import {
+  isMd5Hash,
   mockScramVerifier,
+  PgError,
   parseScramVerifier,
   ScramError,
+  SqlState,
   serverFinal,
   serverFirst,
-} from '../protocol/scram.ts'
+  verifyMd5Response,
+} from '../protocol/index.ts'
 import type { ClientReader } from './client-reader.ts'
 
 export type ClientAuthMethod = 'scram-sha-256' | 'md5' | 'trust'

@@ -3,15 +3,18 @@ import net from 'node:net'
 import {
   AuthCode,
   Backend,
+  clientFinal,
+  clientFirst,
   type FrameHandler,
   Framer,
   frontend,
+  md5Response,
+  md5ResponseFromPassword,
   PgError,
   parseErrorFields,
   SqlState,
+  verifyServerFinal,
 } from '../protocol/index.ts'
-import { md5Response, md5ResponseFromPassword } from '../protocol/md5.ts'
-import { clientFinal, clientFirst, verifyServerFinal } from '../protocol/scram.ts'
 
 /** Where a backend connects: a TCP address or a Unix-socket directory. */
 export interface Endpoint {
