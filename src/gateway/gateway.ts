@@ -73,7 +73,6 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   /** Connections still in startup, so that shutdown can end them too. */
   const starting = new Set<net.Socket>()
   const onConnection = (socket: net.Socket): void => {
-    socket.setNoDelay(true)
     socket.on('error', () => {})
     starting.add(socket)
     acceptClient(socket, ctx).finally(() => starting.delete(socket))

@@ -191,7 +191,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     this.secretKey = secretKey
     this.settings = ctx.settings
     this.settingsKey = ctx.settingsKey
-    this.framer = new Framer(this, { streamTypes: [Frontend.CopyData], typeLimits: FRONTEND_TYPE_LIMITS })
+    this.framer = new Framer(this, { streamTypes: CLIENT_STREAM_TYPES, typeLimits: FRONTEND_TYPE_LIMITS })
   }
 
   /** Takes over the client socket after startup; `leftover` are bytes already read past startup. */
@@ -832,6 +832,9 @@ function isFatal(frame: Buffer): boolean {
   const severity = errorFromFrame(frame).severity
   return severity === 'FATAL' || severity === 'PANIC'
 }
+
+/** Client messages handed on in pieces when large: COPY data. */
+const CLIENT_STREAM_TYPES = [Frontend.CopyData]
 
 /** Client bytes a waiting session buffers before it stops reading its socket. */
 const MAX_PENDING_BYTES = 1 << 20

@@ -43,6 +43,10 @@ export interface StartupContext {
   cancel(processId: number, secretKey: number): void
 }
 
+/** One-byte answers to SSLRequest and GSSENCRequest. */
+const REFUSE_ENCRYPTION = Buffer.from('N')
+const ACCEPT_ENCRYPTION = Buffer.from('S')
+
 /** Startup parameters that are not settings. */
 const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication'])
 
@@ -90,21 +94,20 @@ async function handshake(reader: ClientReader, ctx: StartupContext): Promise<voi
     const packet = parseStartupPacket(await reader.readStartupPacket())
     if (packet.kind === 'ssl') {
       if (ctx.secureContext === null || encrypted) {
-        reader.socket.write('N')
+        reader.socket.write(REFUSE_ENCRYPTION)
         continue
       }
       // Bytes that came before the handshake would be trusted as if encrypted (CVE-2021-23214).
       if (reader.pendingBytes > 0)
         throw new PgError(SqlState.ProtocolViolation, 'received unencrypted data after SSL request')
-      reader.socket.write('S')
+      reader.socket.write(ACCEPT_ENCRYPTION)
       const secure = new tls.TLSSocket(reader.socket, { isServer: true, secureContext: ctx.secureContext })
-      secure.setNoDelay(true)
       reader.replaceSocket(secure)
       encrypted = true
       continue
     }
     if (packet.kind === 'gssenc') {
-      reader.socket.write('N')
+      reader.socket.write(REFUSE_ENCRYPTION)
       continue
     }
     if (packet.kind === 'cancel') {

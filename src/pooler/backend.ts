@@ -56,6 +56,9 @@ export interface QueuedLease {
 
 let nextBackendId = 1
 
+/** Backend messages handed on in pieces when large: rows and COPY data. */
+const BACKEND_STREAM_TYPES = [Backend.DataRow, Backend.CopyData]
+
 /** The read buffer every backend socket shares (see BackendConn.connect). */
 const sharedReadBuffer = Buffer.allocUnsafe(64 * 1024)
 
@@ -94,7 +97,7 @@ export class BackendConn implements FrameHandler {
   private constructor(socket: net.Socket) {
     this.socket = socket
     this.framer = new Framer(this, {
-      streamTypes: [Backend.DataRow, Backend.CopyData],
+      streamTypes: BACKEND_STREAM_TYPES,
       transientChunks: true,
     })
   }

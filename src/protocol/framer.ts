@@ -35,6 +35,23 @@ export interface FramerOptions {
   typeLimits?: ReadonlyMap<number, number>
 }
 
+const NO_TYPES: readonly number[] = []
+
+/**
+ * Lookup tables built once per options object and shared by every framer that uses it:
+ * a framer per connection must not cost an allocation of tables per connection.
+ */
+const tables = new WeakMap<object, Uint8Array | Uint32Array>()
+
+function typeTable<K extends object, T extends Uint8Array | Uint32Array>(key: K, build: (key: K) => T): T {
+  let table = tables.get(key) as T | undefined
+  if (table === undefined) {
+    table = build(key)
+    tables.set(key, table)
+  }
+  return table
+}
+
 /** A message type the framer refuses. */
 export class InvalidMessageTypeError extends Error {
   readonly type: number
@@ -79,16 +96,22 @@ export class Framer {
 
   constructor(handler: FrameHandler, options: FramerOptions = {}) {
     this.handler = handler
-    this.streamable = new Uint8Array(256)
-    for (const type of options.streamTypes ?? []) this.streamable[type] = 1
+    this.streamable = typeTable(options.streamTypes ?? NO_TYPES, (types) => {
+      const table = new Uint8Array(256)
+      for (const type of types) table[type] = 1
+      return table
+    })
     this.streamThreshold = options.streamThreshold ?? 256 * 1024
     this.maxLength = options.maxLength ?? MAX_MESSAGE_LENGTH
     this.transientChunks = options.transientChunks ?? false
-    this.limits = null
-    if (options.typeLimits !== undefined) {
-      this.limits = new Uint32Array(256)
-      for (const [type, limit] of options.typeLimits) this.limits[type] = limit
-    }
+    this.limits =
+      options.typeLimits === undefined
+        ? null
+        : typeTable(options.typeLimits, (limits) => {
+            const table = new Uint32Array(256)
+            for (const [type, limit] of limits) table[type] = limit
+            return table
+          })
   }
 
   /** Bytes held for an incomplete message. */
