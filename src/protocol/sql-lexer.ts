@@ -201,23 +201,6 @@ export function isPipelineSafe(sql: Buffer, start = 0, end = sql.length): boolea
       i++
       continue
     }
-    if (statementEnded) {
-      // Only whitespace, comments and more semicolons may follow the terminating semicolon.
-      if (byte === 0x3b) {
-        i++
-        continue
-      }
-      if (byte === 0x2d && sql[i + 1] === 0x2d) {
-        i = skipLineComment(sql, i, end)
-        continue
-      }
-      if (byte === 0x2f && sql[i + 1] === 0x2a) {
-        i = skipBlockComment(sql, i, end)
-        if (i < 0) return false
-        continue
-      }
-      return false
-    }
     if (byte === 0x2d && sql[i + 1] === 0x2d) {
       i = skipLineComment(sql, i, end)
       continue
@@ -225,6 +208,12 @@ export function isPipelineSafe(sql: Buffer, start = 0, end = sql.length): boolea
     if (byte === 0x2f && sql[i + 1] === 0x2a) {
       i = skipBlockComment(sql, i, end)
       if (i < 0) return false
+      continue
+    }
+    if (statementEnded) {
+      // Only whitespace, comments and more semicolons may follow the terminating semicolon.
+      if (byte !== 0x3b) return false
+      i++
       continue
     }
     if (isIdentStart(byte)) {

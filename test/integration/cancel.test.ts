@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import postgresJs from 'postgres'
 import type { Gateway } from '../../src/gateway/index.ts'
-import { startTestGateway } from '../support/gateway.ts'
+import { startTestGateway, type TestGatewayOptions } from '../support/gateway.ts'
 import type { TestPostgres } from '../support/postgres.ts'
 import { startTestPostgres } from '../support/postgres.ts'
 import {
@@ -29,6 +29,26 @@ async function eventually(
   }
 }
 
+/** A Postgres, a gateway in front of it, and a direct connection watching pg_stat_activity. */
+async function startTarget(options: TestGatewayOptions) {
+  const postgres = await startTestPostgres()
+  const gateway = await startTestGateway(postgres, options)
+  const observer = new pg.Client({
+    host: postgres.socketDir,
+    port: postgres.port,
+    user: 'postgres',
+    database: 'postgres',
+  })
+  await observer.connect()
+  return { postgres, gateway, observer }
+}
+
+async function stopTarget(postgres?: TestPostgres, gateway?: Gateway, observer?: pg.Client): Promise<void> {
+  await observer?.end()
+  await gateway?.close()
+  await postgres?.stop()
+}
+
 describe('CancelRequest through the gateway', () => {
   let postgres: TestPostgres
   let gateway: Gateway
@@ -42,23 +62,13 @@ describe('CancelRequest through the gateway', () => {
   })
 
   before(async () => {
-    postgres = await startTestPostgres()
-    gateway = await startTestGateway(postgres, { poolSize: 2, auth: 'trust' })
-    observer = new pg.Client({
-      host: postgres.socketDir,
-      port: postgres.port,
-      user: 'postgres',
-      database: 'postgres',
-    })
-    await observer.connect()
+    ;({ postgres, gateway, observer } = await startTarget({ poolSize: 2, auth: 'trust' }))
   })
 
   after(async () => {
     uncaught.stop()
     for (const client of open) client.destroy()
-    await observer?.end()
-    await gateway?.close()
-    await postgres?.stop()
+    await stopTarget(postgres, gateway, observer)
   })
 
   async function rawSession(): Promise<{ client: RawClient; processId: number; secretKey: number }> {
@@ -207,23 +217,13 @@ describe('CancelRequest with pipelined leases (pool of 1)', () => {
   })
 
   before(async () => {
-    postgres = await startTestPostgres()
-    gateway = await startTestGateway(postgres, { poolSize: 1, pipelineDepth: 1, auth: 'trust' })
-    observer = new pg.Client({
-      host: postgres.socketDir,
-      port: postgres.port,
-      user: 'postgres',
-      database: 'postgres',
-    })
-    await observer.connect()
+    ;({ postgres, gateway, observer } = await startTarget({ poolSize: 1, pipelineDepth: 1, auth: 'trust' }))
   })
 
   after(async () => {
     uncaught.stop()
     for (const client of open) client.destroy()
-    await observer?.end()
-    await gateway?.close()
-    await postgres?.stop()
+    await stopTarget(postgres, gateway, observer)
   })
 
   async function rawSession(): Promise<{ client: RawClient; processId: number; secretKey: number }> {

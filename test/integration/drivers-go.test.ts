@@ -11,7 +11,6 @@
  * Skipped when `go` is not on PATH. The first build may download the pinned modules.
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { constants } from 'node:fs'
 import { access, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -22,6 +21,7 @@ import type { Gateway } from '../../src/gateway/index.ts'
 import { watchBackends } from '../support/backends.ts'
 import { startTestGateway } from '../support/gateway.ts'
 import { startTestPostgres, type TestPostgres } from '../support/postgres.ts'
+import { type ProgramResult, runProgram } from '../support/programs.ts'
 
 const POOL_SIZE = 5
 const CLIENTS = 100
@@ -33,14 +33,6 @@ const BUILD_TIMEOUT_MS = 5 * 60_000
 /** The program gives up by itself after 4 minutes; this is the backstop. */
 const RUN_TIMEOUT_MS = 5 * 60_000
 const PROGRAM_DIR = fileURLToPath(new URL('../drivers/pgx/', import.meta.url))
-
-interface Finished {
-  code: number | null
-  signal: NodeJS.Signals | null
-  stdout: string
-  stderr: string
-  ms: number
-}
 
 /** The absolute path of `go` on PATH, or null. */
 async function findGo(): Promise<string | null> {
@@ -57,35 +49,7 @@ async function findGo(): Promise<string | null> {
   return null
 }
 
-/**
- * Runs `file` to completion without blocking the event loop (the gateway under test
- * lives in this process), SIGKILL-ing it after `timeoutMs`.
- */
-function runToCompletion(
-  file: string,
-  args: string[],
-  options: { cwd?: string; env: NodeJS.ProcessEnv; timeoutMs: number },
-): Promise<Finished> {
-  const started = Date.now()
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk))
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs)
-    child.on('error', (error) => {
-      clearTimeout(timer)
-      reject(error)
-    })
-    child.on('close', (code, signal) => {
-      clearTimeout(timer)
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started })
-    })
-  })
-}
-
-function describeRun(result: Finished): string {
+function describeRun(result: ProgramResult): string {
   return `exit ${result.code} signal ${result.signal} after ${result.ms} ms\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`
 }
 
@@ -102,15 +66,11 @@ describe('pgx (Go) through the gateway (pool of 5)', () => {
       if (goPath === null) return
       buildDir = await mkdtemp(join(tmpdir(), 'tidepool-pgx-'))
       binary = join(buildDir, 'pgx-driver')
-      const build = await runToCompletion(
-        goPath,
-        ['build', '-mod=mod', '-buildvcs=false', '-o', binary, '.'],
-        {
-          cwd: PROGRAM_DIR,
-          env: { ...process.env, GOFLAGS: '-mod=mod' },
-          timeoutMs: BUILD_TIMEOUT_MS,
-        },
-      )
+      const build = await runProgram(goPath, ['build', '-mod=mod', '-buildvcs=false', '-o', binary, '.'], {
+        cwd: PROGRAM_DIR,
+        env: { ...(process.env as Record<string, string>), GOFLAGS: '-mod=mod' },
+        timeoutMs: BUILD_TIMEOUT_MS,
+      })
       assert.equal(build.code, 0, `go build failed: ${describeRun(build)}`)
       server = await startTestPostgres({ settings: { max_connections: 50 } })
       gateway = await startTestGateway(server, { poolSize: POOL_SIZE })
@@ -132,9 +92,9 @@ describe('pgx (Go) through the gateway (pool of 5)', () => {
       return
     }
     const watch = await watchBackends(server)
-    let result: Finished
+    let result: ProgramResult
     try {
-      result = await runToCompletion(binary, [], {
+      result = await runProgram(binary, [], {
         // Nothing of ours: pgx reads PGHOST, PGPORT and friends as defaults.
         env: {
           PATH: '/usr/bin:/bin',

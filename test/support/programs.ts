@@ -39,9 +39,21 @@ export function runPgProgram(
   args: string[],
   options: ProgramOptions = {},
 ): Promise<ProgramResult> {
+  return runProgram(join(PG_BIN_DIR, program), args, options)
+}
+
+/**
+ * Runs the program at `file` to completion without blocking the event loop (the
+ * gateway under test lives in this process) and collects its output.
+ */
+export function runProgram(
+  file: string,
+  args: string[],
+  options: ProgramOptions = {},
+): Promise<ProgramResult> {
   const started = Date.now()
   return new Promise((resolve, reject) => {
-    const child = spawn(join(PG_BIN_DIR, program), args, {
+    const child = spawn(file, args, {
       cwd: options.cwd,
       env: { PATH: '/usr/bin:/bin', LANG: 'C', LC_ALL: 'C', ...options.env },
       stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
