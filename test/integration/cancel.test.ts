@@ -29,6 +29,17 @@ async function eventually(
   }
 }
 
+/** Waits until Postgres runs a statement containing `marker`. */
+async function statementRunning(observer: pg.Client, marker: string): Promise<void> {
+  await eventually(async () => {
+    const { rows } = await observer.query(
+      "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
+      [marker],
+    )
+    return rows.length > 0
+  }, `"${marker}" to run`)
+}
+
 /** A Postgres, a gateway in front of it, and a direct connection watching pg_stat_activity. */
 async function startTarget(options: TestGatewayOptions) {
   const postgres = await startTestPostgres()
@@ -78,16 +89,7 @@ describe('CancelRequest through the gateway', () => {
     return { client, processId: login.processId, secretKey: login.secretKey }
   }
 
-  /** Waits until Postgres runs a statement containing `marker`. */
-  async function running(marker: string): Promise<void> {
-    await eventually(async () => {
-      const { rows } = await observer.query(
-        "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
-        [marker],
-      )
-      return rows.length > 0
-    }, `"${marker}" to run`)
-  }
+  const running = (marker: string) => statementRunning(observer, marker)
 
   function leased(): number {
     return gateway.pooler.stats().reduce((sum, pool) => sum + pool.leased, 0)
@@ -232,15 +234,7 @@ describe('CancelRequest with pipelined leases (pool of 1)', () => {
     return { client, processId: login.processId, secretKey: login.secretKey }
   }
 
-  async function running(marker: string): Promise<void> {
-    await eventually(async () => {
-      const { rows } = await observer.query(
-        "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
-        [marker],
-      )
-      return rows.length > 0
-    }, `"${marker}" to run`)
-  }
+  const running = (marker: string) => statementRunning(observer, marker)
 
   function pipelined(): number {
     return gateway.pooler.stats().reduce((sum, pool) => sum + (pool.leasesPipelined ?? 0), 0)
