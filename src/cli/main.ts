@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander'
 import pkg from '../../package.json' with { type: 'json' }
 import { ConfigError } from '../config/index.ts'
 import { addGatewayCommand } from './gateway-command.ts'
+import { addSandboxCommand } from './sandbox-command.ts'
 
 /** Exit status for a bad command line or configuration (the usual "usage error"). */
 const EXIT_USAGE = 2
@@ -18,6 +19,7 @@ const program = new Command('tidepool')
   .configureOutput({ outputError: (text, write) => write(`tidepool: ${text.replace(/^error: /, '')}`) })
   .showHelpAfterError('(add --help for usage)')
 addGatewayCommand(program)
+addSandboxCommand(program)
 
 try {
   await program.parseAsync(process.argv)
