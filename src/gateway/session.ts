@@ -8,6 +8,7 @@ import {
   type Lease,
   type LeaseRequest,
   type Pooler,
+  settingsKey,
 } from '../pooler/index.ts'
 import {
   Backend,
@@ -20,6 +21,7 @@ import {
   Frontend,
   InvalidMessageTypeError,
   isPipelineSafe,
+  mentionsSetConfig,
   PgError,
   parseComplete,
   readyForQuery,
@@ -126,8 +128,9 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
   readonly id: number
   readonly processId: number
   readonly secretKey: number
-  readonly settings: ReadonlyMap<string, string>
-  readonly settingsKey: string
+  /** The session's settings, as Postgres last reported them (see probeSettings). */
+  settings: Map<string, string>
+  settingsKey: string
   private readonly client: net.Socket
   private readonly ctx: SessionContext
   private readonly framer: Framer
@@ -168,6 +171,11 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
    * nothing more may be sent on it; new client messages wait for the next lease.
    */
   private draining = false
+  /**
+   * Something in this lease may have changed settings (a SET or RESET tag, a
+   * ParameterStatus, a call of set_config): ask Postgres before the lease ends.
+   */
+  private settingsDirty = false
   /** The backend is in COPY FROM STDIN and waits for this session's data. */
   private copyIn = false
   /** Nothing has come back on the current lease yet. */
@@ -189,7 +197,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     this.id = ctx.id
     this.processId = processId
     this.secretKey = secretKey
-    this.settings = ctx.settings
+    this.settings = new Map(ctx.settings)
     this.settingsKey = ctx.settingsKey
     this.framer = new Framer(this, { streamTypes: CLIENT_STREAM_TYPES, typeLimits: FRONTEND_TYPE_LIMITS })
   }
@@ -375,6 +383,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         this.unnamed = null
         this.unnamedHere = false
         if (this.batchSafe && this.ctx.pipelining) this.batchSafe = isPipelineSafe(frame, 5)
+        if (mentionsSetConfig(frame, 5)) this.settingsDirty = true
         this.endBatch(Kind.Query, frame)
         return
       case Frontend.FunctionCall:
@@ -446,6 +455,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         this.unnamedSafe = isPipelineSafe(frame, bodyStart)
         this.batchSafe &&= this.unnamedSafe
       }
+      if (mentionsSetConfig(frame, bodyStart)) this.settingsDirty = true
       this.unnamed = Buffer.from(frame)
       this.unnamedHere = true
       this.expect(Kind.Parse, Action.Forward)
@@ -488,6 +498,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     const statement = this.resolveStatement(frame.toString('utf8', portalEnd + 1, nameEnd))
     if (statement === null) return
     this.batchSafe &&= statement.pipelineSafe
+    if (statement.setsConfig) this.settingsDirty = true
     this.expect(Kind.Bind, Action.Forward)
     this.toBackend.push(replaceCString(frame, portalEnd + 1, nameEnd, statement.name))
   }
@@ -628,7 +639,8 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
           !this.unsynced &&
           !this.skipUntilSync
         ) {
-          this.releaseLease()
+          if (this.settingsDirty) this.probeSettings()
+          else this.releaseLease()
         }
         return
       case Backend.CopyInResponse:
@@ -651,10 +663,26 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         if (head?.kind === Kind.Describe) this.complete()
         return
       case Backend.CommandComplete:
+        if (changesSettings(frame)) this.settingsDirty = true
+        if (dropsAllStatements(frame)) {
+          // Every prepared statement on the backend is gone, the canonical ones other
+          // sessions rely on included, and, as in Postgres, this session's names.
+          this.lease!.prepared.clear()
+          this.statements.clear()
+        }
+        if (forward) this.toClient.push(frame)
+        if (head?.kind === Kind.Execute) this.complete()
+        return
       case Backend.EmptyQueryResponse:
       case Backend.PortalSuspended:
         if (forward) this.toClient.push(frame)
         if (head?.kind === Kind.Execute) this.complete()
+        return
+      case Backend.ParameterStatus:
+        if (forward) {
+          this.settingsDirty = true
+          this.toClient.push(frame)
+        }
         return
       case Backend.ErrorResponse:
         if (isFatal(frame)) {
@@ -780,6 +808,39 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     }
   }
 
+  /**
+   * Asks Postgres which settings this session now has (settings changed with SET in a
+   * transaction that rolled back, or SET LOCAL, are gone by now; set_config ones are
+   * there), before the lease ends. Client messages wait meanwhile, as while draining.
+   */
+  private probeSettings(): void {
+    const lease = this.lease!
+    this.settingsDirty = false
+    this.draining = true
+    this.flushClient()
+    lease.query(SETTINGS_PROBE).then(
+      ({ rows, error }) => {
+        if (this.lease !== lease) return
+        if (error !== null) {
+          this.ctx.log.warn({ session: this.id, err: error.message }, 'settings probe failed')
+          this.releaseLease()
+          return
+        }
+        const applied = new Map(rows as [string, string][])
+        // RESET returns a startup setting to its startup value in Postgres (the backend
+        // has it from set_config, so there it went back to the default): restore it.
+        const wanted = new Map(applied)
+        for (const [name, value] of this.ctx.settings) if (!wanted.has(name)) wanted.set(name, value)
+        const appliedKey = settingsKey(applied)
+        this.settings = wanted
+        this.settingsKey = wanted.size === applied.size ? appliedKey : settingsKey(wanted)
+        lease.setSettings(applied, appliedKey)
+        this.releaseLease()
+      },
+      () => {},
+    )
+  }
+
   private releaseLease(): void {
     this.flushClient()
     const lease = this.lease!
@@ -825,6 +886,24 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     if (!this.client.destroyed) this.client.destroySoon()
     this.ctx.onClose(this)
   }
+}
+
+/** Settings this session set, by name as pg_settings spells it, with their current values. */
+const SETTINGS_PROBE =
+  "SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'"
+
+/** CommandComplete tags after which settings may differ: SET, RESET, DISCARD …. */
+function changesSettings(frame: Buffer): boolean {
+  const first = frame[5]
+  if (first === 0x53) return frame[6] === 0x45 && frame[7] === 0x54 && frame[8] === 0 // SET
+  if (first === 0x52) return frame.toString('latin1', 5, 11) === 'RESET\0'
+  return first === 0x44 && frame.toString('latin1', 5, 12) === 'DISCARD'
+}
+
+/** CommandComplete of DISCARD ALL or DEALLOCATE ALL. */
+function dropsAllStatements(frame: Buffer): boolean {
+  const tag = frame.toString('latin1', 5, frame.length - 1)
+  return tag === 'DISCARD ALL' || tag === 'DEALLOCATE ALL'
 }
 
 /** Whether an ErrorResponse frame has severity FATAL or PANIC (its S field comes first). */

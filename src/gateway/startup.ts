@@ -138,11 +138,13 @@ async function startSession(
   const unsupported: string[] = []
   for (const [name, value] of parameters) {
     if (name.startsWith('_pq_.')) unsupported.push(name)
-    else if (!NOT_SETTINGS.has(name)) settings.set(name, value)
+    else if (!NOT_SETTINGS.has(name)) settings.set(name.toLowerCase(), value)
   }
+  // Setting names are case-insensitive; lower case is how pg_settings spells them.
   const options = parameters.get('options')
-  if (options !== undefined)
-    for (const [name, value] of parseOptionsParameter(options)) settings.set(name, value)
+  if (options !== undefined) {
+    for (const [name, value] of parseOptionsParameter(options)) settings.set(name.toLowerCase(), value)
+  }
   if (ctx.sessionCount() >= ctx.maxClientConnections) {
     throw new PgError(SqlState.TooManyConnections, 'sorry, too many clients already')
   }

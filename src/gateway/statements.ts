@@ -1,4 +1,4 @@
-import { Frontend, isPipelineSafe } from '../protocol/index.ts'
+import { Frontend, isPipelineSafe, mentionsSetConfig } from '../protocol/index.ts'
 
 /**
  * A prepared statement as backends know it: one canonical name per distinct
@@ -12,6 +12,8 @@ export interface CanonicalStatement {
   readonly parse: Buffer
   /** Executing it leaves no session state and ends idle (see isPipelineSafe). */
   readonly pipelineSafe: boolean
+  /** Its text mentions set_config(): running it may change settings. */
+  readonly setsConfig: boolean
   /**
    * A backend of this pool prepared it successfully once: the text parses, so a later
    * Parse of it can be acknowledged without a backend (it is prepared where needed).
@@ -41,7 +43,14 @@ export class StatementRegistry {
       parse.write(name, 5, 'latin1')
       parse[5 + nameBytes] = 0
       body.copy(parse, 6 + nameBytes)
-      statement = { name, parse, pipelineSafe: isPipelineSafe(body, 0, body.indexOf(0)), validated: false }
+      const textEnd = body.indexOf(0)
+      statement = {
+        name,
+        parse,
+        pipelineSafe: isPipelineSafe(body, 0, textEnd),
+        setsConfig: mentionsSetConfig(body, 0, textEnd),
+        validated: false,
+      }
       this.byBody.set(key, statement)
     }
     return statement

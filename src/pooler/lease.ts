@@ -51,6 +51,11 @@ export interface Lease {
    * client. Used to ask Postgres what session state is, instead of guessing.
    */
   query(sql: string): Promise<QueryResult>
+  /**
+   * Records the settings Postgres reports this backend now has (after the session
+   * changed them), so the next lease applies only the difference.
+   */
+  setSettings(settings: ReadonlyMap<string, string>, key: string): void
 }
 
 /** A session's request for a lease, answered exactly once. */

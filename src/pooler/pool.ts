@@ -538,6 +538,11 @@ class PooledLease implements Lease, QueuedLease {
     })
   }
 
+  setSettings(settings: ReadonlyMap<string, string>, key: string): void {
+    this.conn.settings = new Map(settings)
+    this.conn.settingsKey = key
+  }
+
   private end(): boolean {
     if (!this.active) return false
     this.active = false

@@ -344,3 +344,18 @@ function skipDollarQuoted(sql: Buffer, i: number, end: number): number {
   if (close < 0 || close >= end) return -1
   return close + tag.length
 }
+
+const SET_CONFIG_LOWER = Buffer.from('set_config')
+const SET_CONFIG_UPPER = Buffer.from('SET_CONFIG')
+
+/**
+ * Whether the query text in [start, end) may call set_config(), which changes settings
+ * without a SET command tag. A cheap trigger, not proof: a match in a string literal
+ * only costs one extra look at the settings.
+ */
+export function mentionsSetConfig(sql: Buffer, start = 0, end = sql.length): boolean {
+  const lower = sql.indexOf(SET_CONFIG_LOWER, start)
+  if (lower >= 0 && lower < end) return true
+  const upper = sql.indexOf(SET_CONFIG_UPPER, start)
+  return upper >= 0 && upper < end
+}

@@ -1,0 +1,123 @@
+/**
+ * Settings without modes: what a session sets (SET, set_config, SET in transactions
+ * that commit or roll back, RESET) is what that session sees on whichever backend it
+ * lands, and never leaks into another session. 20 sessions share a pool of 2.
+ */
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import pg from 'pg'
+import type { Gateway } from '../../src/gateway/index.ts'
+import { startTestGateway } from '../support/gateway.ts'
+import { startTestPostgres, type TestPostgres } from '../support/postgres.ts'
+
+const SESSIONS = 20
+const ROUNDS = 5
+
+describe('session settings across a pool of 2', () => {
+  let server: TestPostgres
+  let gateway: Gateway
+  const clients: pg.Client[] = []
+
+  before(async () => {
+    server = await startTestPostgres()
+    gateway = await startTestGateway(server, { poolSize: 2 })
+  })
+
+  after(async () => {
+    await Promise.all(clients.map((client) => client.end().catch(() => {})))
+    await gateway?.close()
+    await server?.stop()
+  })
+
+  async function connect(applicationName: string): Promise<pg.Client> {
+    const client = new pg.Client({
+      host: '127.0.0.1',
+      port: gateway.port,
+      user: 'postgres',
+      database: 'postgres',
+      application_name: applicationName,
+    })
+    await client.connect()
+    clients.push(client)
+    return client
+  }
+
+  async function show(client: pg.Client): Promise<{ app: string; path: string; mem: string }> {
+    const { rows } = await client.query(
+      "SELECT current_setting('application_name') AS app, current_setting('search_path') AS path, current_setting('work_mem') AS mem",
+    )
+    return rows[0]
+  }
+
+  test('each session keeps its own SET values and sees no one else’s', async () => {
+    const sessions = await Promise.all(Array.from({ length: SESSIONS }, (_, i) => connect(`start-${i}`)))
+    await Promise.all(
+      sessions.map(async (client, i) => {
+        await client.query(`SET application_name = 'app-${i}'`)
+        await client.query(`SET search_path = s_${i}, public`)
+        // set_config in a SELECT changes a setting without a SET tag.
+        await client.query(`SELECT set_config('work_mem', '${i + 1}MB', false)`)
+      }),
+    )
+    for (let round = 0; round < ROUNDS; round++) {
+      await Promise.all(
+        sessions.map(async (client, i) => {
+          assert.deepEqual(await show(client), { app: `app-${i}`, path: `s_${i}, public`, mem: `${i + 1}MB` })
+        }),
+      )
+    }
+    // A new session sees its own startup values and the server defaults, nothing leaked.
+    const fresh = await connect('fresh')
+    for (let i = 0; i < 4; i++) {
+      assert.deepEqual(await show(fresh), { app: 'fresh', path: '"$user", public', mem: '4MB' })
+    }
+  })
+
+  test('SET LOCAL and SETs of rolled-back transactions are gone; committed ones stay', async () => {
+    const client = await connect('tx')
+    const other = await connect('other')
+    await client.query('BEGIN')
+    await client.query("SET LOCAL work_mem = '9MB'")
+    await client.query('SET search_path = committed, public')
+    await client.query('COMMIT')
+    await client.query('BEGIN')
+    await client.query("SET application_name = 'rolled-back'")
+    await client.query('ROLLBACK')
+    for (let i = 0; i < 4; i++) {
+      // Interleave another session so the leases move between the two backends.
+      await other.query("SET work_mem = '2MB'")
+      assert.deepEqual(await show(client), { app: 'tx', path: 'committed, public', mem: '4MB' })
+      assert.equal((await show(other)).mem, '2MB')
+    }
+  })
+
+  test('RESET returns a setting to the session’s startup value, as in Postgres', async () => {
+    const client = await connect('from-startup')
+    await client.query("SET application_name = 'changed'")
+    assert.equal((await show(client)).app, 'changed')
+    await client.query('RESET application_name')
+    for (let i = 0; i < 3; i++) assert.equal((await show(client)).app, 'from-startup')
+    await client.query("SET work_mem = '5MB'")
+    await client.query('RESET ALL')
+    for (let i = 0; i < 3; i++)
+      assert.deepEqual(await show(client), { app: 'from-startup', path: '"$user", public', mem: '4MB' })
+  })
+
+  test('DEALLOCATE ALL drops this session’s statements only', async () => {
+    const mine = await connect('dealloc')
+    const theirs = await connect('keeps')
+    const text = 'SELECT $1::int * 2 AS v'
+    assert.equal((await mine.query({ name: 'double', text, values: [2] })).rows[0].v, 4)
+    assert.equal((await theirs.query({ name: 'double', text, values: [3] })).rows[0].v, 6)
+    await mine.query('DEALLOCATE ALL')
+    // The other session's statement still works on every backend.
+    for (let i = 0; i < 4; i++)
+      assert.equal((await theirs.query({ name: 'double', text, values: [i] })).rows[0].v, i * 2)
+    // node-postgres believes 'double' is still prepared, so it sends only a Bind: Postgres
+    // would answer 26000, and so must the gateway.
+    await assert.rejects(mine.query({ name: 'double', text, values: [5] }), (error: { code?: string }) => {
+      assert.equal(error.code, '26000')
+      return true
+    })
+  })
+})
