@@ -21,6 +21,7 @@ import {
   Frontend,
   InvalidMessageTypeError,
   isPipelineSafe,
+  mayPin,
   mentionsSetConfig,
   PgError,
   parseComplete,
@@ -176,6 +177,14 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
    * ParameterStatus, a call of set_config): ask Postgres before the lease ends.
    */
   private settingsDirty = false
+  /**
+   * Something in this lease may have created or dropped state that lives only on this
+   * backend (a temporary table, a session advisory lock, a WITH HOLD cursor, an SQL
+   * PREPARE): ask Postgres whether the session must stay pinned to it.
+   */
+  private pinsDirty = false
+  /** Postgres holds state of this session that cannot move: the lease is kept between transactions. */
+  private pinned = false
   /** The backend is in COPY FROM STDIN and waits for this session's data. */
   private copyIn = false
   /** Nothing has come back on the current lease yet. */
@@ -324,6 +333,11 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     lease.attach(this)
     // Attaching to a backend that just died reports it at once (and may retry elsewhere).
     if (this.lease !== lease) return
+    this.sendPending()
+  }
+
+  /** Sends the client messages that waited for a lease (or for a probe) on the current one. */
+  private sendPending(): void {
     const pending = this.pending
     this.pending = []
     this.pendingBytes = 0
@@ -384,6 +398,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         this.unnamedHere = false
         if (this.batchSafe && this.ctx.pipelining) this.batchSafe = isPipelineSafe(frame, 5)
         if (mentionsSetConfig(frame, 5)) this.settingsDirty = true
+        if (mayPin(frame, 5)) this.pinsDirty = true
         this.endBatch(Kind.Query, frame)
         return
       case Frontend.FunctionCall:
@@ -439,7 +454,13 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     this.toBackend.push(frame)
     const safe = this.batchSafe
     this.batchSafe = true
-    if (safe && this.ctx.pipelining && this.syncPoints === 1 && this.txStatus === TxStatus.Idle) {
+    if (
+      safe &&
+      this.ctx.pipelining &&
+      !this.pinned &&
+      this.syncPoints === 1 &&
+      this.txStatus === TxStatus.Idle
+    ) {
       // Our bytes must be on the wire before anything queued behind them.
       this.flushBackend()
       this.draining = true
@@ -456,6 +477,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         this.batchSafe &&= this.unnamedSafe
       }
       if (mentionsSetConfig(frame, bodyStart)) this.settingsDirty = true
+      if (mayPin(frame, bodyStart)) this.pinsDirty = true
       this.unnamed = Buffer.from(frame)
       this.unnamedHere = true
       this.expect(Kind.Parse, Action.Forward)
@@ -499,6 +521,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     if (statement === null) return
     this.batchSafe &&= statement.pipelineSafe
     if (statement.setsConfig) this.settingsDirty = true
+    if (statement.mayPin) this.pinsDirty = true
     this.expect(Kind.Bind, Action.Forward)
     this.toBackend.push(replaceCString(frame, portalEnd + 1, nameEnd, statement.name))
   }
@@ -639,8 +662,8 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
           !this.unsynced &&
           !this.skipUntilSync
         ) {
-          if (this.settingsDirty) this.probeSettings()
-          else this.releaseLease()
+          if (this.settingsDirty || this.pinsDirty) this.probeSession()
+          else if (!this.pinned) this.releaseLease()
         }
         return
       case Backend.CopyInResponse:
@@ -664,6 +687,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         return
       case Backend.CommandComplete:
         if (changesSettings(frame)) this.settingsDirty = true
+        if (mayChangePins(frame)) this.pinsDirty = true
         if (dropsAllStatements(frame)) {
           // Every prepared statement on the backend is gone, the canonical ones other
           // sessions rely on included, and, as in Postgres, this session's names.
@@ -714,6 +738,12 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
   onBackendClosed(error: Error, unserved: boolean): void {
     if (this.lease === null) return
     this.lease = null
+    if (this.pinned) {
+      // What pinned the session (temporary tables, locks, cursors) died with the backend.
+      this.pinned = false
+      this.fatal(new PgError(SqlState.ConnectionFailure, `server connection lost: ${error.message}`))
+      return
+    }
     this.pausedLease = null
     this.draining = false
     this.syncPoints = 0
@@ -809,24 +839,35 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
   }
 
   /**
-   * Asks Postgres which settings this session now has (settings changed with SET in a
-   * transaction that rolled back, or SET LOCAL, are gone by now; set_config ones are
-   * there), before the lease ends. Client messages wait meanwhile, as while draining.
+   * Asks Postgres, in one query before the lease ends, which settings this session now
+   * has (SET LOCAL and SETs of rolled-back transactions are gone by now, set_config ones
+   * are there) and whether it holds state that pins it to this backend. Client messages
+   * wait meanwhile, as while draining.
    */
-  private probeSettings(): void {
+  private probeSession(): void {
     const lease = this.lease!
     this.settingsDirty = false
+    this.pinsDirty = false
     this.draining = true
     this.flushClient()
-    lease.query(SETTINGS_PROBE).then(
+    lease.query(SESSION_PROBE).then(
       ({ rows, error }) => {
         if (this.lease !== lease) return
         if (error !== null) {
-          this.ctx.log.warn({ session: this.id, err: error.message }, 'settings probe failed')
-          this.releaseLease()
+          // Unknown state: the backend may hold anything, so it is not shared again.
+          this.ctx.log.warn({ session: this.id, err: error.message }, 'session probe failed')
+          this.draining = false
+          this.lease = null
+          lease.discard('session probe failed')
+          if (this.pending.length > 0) this.requestLease()
           return
         }
-        const applied = new Map(rows as [string, string][])
+        const applied = new Map<string, string>()
+        let pins = 0
+        for (const [name, value] of rows as [string, string][]) {
+          if (name === PIN_ROW) pins = Number(value)
+          else applied.set(name, value)
+        }
         // RESET returns a startup setting to its startup value in Postgres (the backend
         // has it from set_config, so there it went back to the default): restore it.
         const wanted = new Map(applied)
@@ -835,9 +876,23 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         this.settings = wanted
         this.settingsKey = wanted.size === applied.size ? appliedKey : settingsKey(wanted)
         lease.setSettings(applied, appliedKey)
-        this.releaseLease()
+        this.setPinned(pins > 0, lease)
+        if (this.pinned) {
+          this.draining = false
+          this.sendPending()
+        } else this.releaseLease()
       },
       () => {},
+    )
+  }
+
+  private setPinned(pinned: boolean, lease: Lease): void {
+    if (pinned === this.pinned) return
+    this.pinned = pinned
+    lease.setPinned(pinned)
+    this.ctx.log.debug(
+      { session: this.id, pinned },
+      pinned ? 'session pinned to its backend' : 'session unpinned',
     )
   }
 
@@ -875,7 +930,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
       // as Postgres would have run it; the replies below account for it.
       const unsent = this.toBackend.take()
       if (unsent !== null) lease.send(unsent)
-      if (this.replies.length === 0) {
+      if (this.pinned) {
+        // Its temporary tables, locks or cursors must not reach another session.
+        lease.discard(`pinned session ended: ${reason}`)
+      } else if (this.replies.length === 0) {
         if (this.txStatus === TxStatus.Idle && !this.unsynced) lease.release()
         else lease.releaseDirty(this.unsynced)
       } else if (this.copyIn || this.syncPoints === 0) {
@@ -888,9 +946,30 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
   }
 }
 
-/** Settings this session set, by name as pg_settings spells it, with their current values. */
-const SETTINGS_PROBE =
-  "SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'"
+/** Name of the probe row that counts pinning state (no setting has an empty name). */
+const PIN_ROW = ''
+
+/**
+ * The settings this session set (by name as pg_settings spells it, with current values),
+ * and one row counting what pins it to its backend: session advisory locks, WITH HOLD
+ * cursors, SQL prepared statements, and relations in its temporary schema.
+ */
+const SESSION_PROBE = `SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'
+UNION ALL SELECT '', ((SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid())
+  + (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable)
+  + (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql)
+  + (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()))::text`
+
+/** CommandComplete tags of commands that may create or drop backend-bound state. */
+const PIN_TAGS = ['CREATE', 'DROP', 'DECLARE', 'CLOSE', 'PREPARE', 'DEALLOCATE', 'DISCARD']
+
+function mayChangePins(frame: Buffer): boolean {
+  const first = frame[5]
+  // Fast exit for the common tags (SELECT, INSERT, UPDATE, DELETE, BEGIN, COMMIT …).
+  if (first !== 0x43 && first !== 0x44 && first !== 0x50) return false
+  const tag = frame.toString('latin1', 5, frame.length - 1)
+  return PIN_TAGS.some((word) => tag === word || tag.startsWith(`${word} `))
+}
 
 /** CommandComplete tags after which settings may differ: SET, RESET, DISCARD …. */
 function changesSettings(frame: Buffer): boolean {

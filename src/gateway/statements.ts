@@ -1,4 +1,4 @@
-import { Frontend, isPipelineSafe, mentionsSetConfig } from '../protocol/index.ts'
+import { Frontend, isPipelineSafe, mayPin, mentionsSetConfig } from '../protocol/index.ts'
 
 /**
  * A prepared statement as backends know it: one canonical name per distinct
@@ -14,6 +14,8 @@ export interface CanonicalStatement {
   readonly pipelineSafe: boolean
   /** Its text mentions set_config(): running it may change settings. */
   readonly setsConfig: boolean
+  /** Its text may create state that pins a session to its backend (see mayPin). */
+  readonly mayPin: boolean
   /**
    * A backend of this pool prepared it successfully once: the text parses, so a later
    * Parse of it can be acknowledged without a backend (it is prepared where needed).
@@ -49,6 +51,7 @@ export class StatementRegistry {
         parse,
         pipelineSafe: isPipelineSafe(body, 0, textEnd),
         setsConfig: mentionsSetConfig(body, 0, textEnd),
+        mayPin: mayPin(body, 0, textEnd),
         validated: false,
       }
       this.byBody.set(key, statement)

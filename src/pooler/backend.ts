@@ -87,6 +87,8 @@ export class BackendConn implements FrameHandler {
   readonly queued: QueuedLease[] = []
   /** The last lease in line promised to end idle after its replies: another may queue behind it. */
   pipelineOpen = false
+  /** Its session keeps it between transactions (statistics only). */
+  pinned = false
   /** When it was last granted or last finished a batch (performance.now()). */
   activeAt = 0
   /** Set once the connection failed or was closed. */

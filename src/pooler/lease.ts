@@ -56,6 +56,8 @@ export interface Lease {
    * changed them), so the next lease applies only the difference.
    */
   setSettings(settings: ReadonlyMap<string, string>, key: string): void
+  /** Marks the backend as pinned to its session (for statistics; it stays leased anyway). */
+  setPinned(pinned: boolean): void
 }
 
 /** A session's request for a lease, answered exactly once. */

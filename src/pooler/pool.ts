@@ -34,6 +34,8 @@ export interface PoolStats {
   leased: number
   connecting: number
   waiting: number
+  /** Leased backends pinned to their session (temporary tables, locks, cursors…). */
+  pinned: number
   maxSize: number
   leasesGranted: number
   waitTimeouts: number
@@ -160,7 +162,11 @@ export class Pool {
 
   snapshot(): PoolStats {
     let leased = 0
-    for (const conn of this.all) if (conn.state === 'leased') leased++
+    let pinned = 0
+    for (const conn of this.all) {
+      if (conn.state === 'leased') leased++
+      if (conn.pinned) pinned++
+    }
     return {
       database: this.database,
       user: this.user,
@@ -169,6 +175,7 @@ export class Pool {
       leased,
       connecting: this.connecting,
       waiting: this.waiters.length,
+      pinned,
       maxSize: this.options.maxSize,
       ...this.stats,
     }
@@ -538,6 +545,10 @@ class PooledLease implements Lease, QueuedLease {
     })
   }
 
+  setPinned(pinned: boolean): void {
+    this.conn.pinned = pinned
+  }
+
   setSettings(settings: ReadonlyMap<string, string>, key: string): void {
     this.conn.settings = new Map(settings)
     this.conn.settingsKey = key
@@ -546,6 +557,7 @@ class PooledLease implements Lease, QueuedLease {
   private end(): boolean {
     if (!this.active) return false
     this.active = false
+    this.conn.pinned = false
     this.conn.socket.resume()
     if (this.head) this.conn.receiver = null
     return true

@@ -359,3 +359,19 @@ export function mentionsSetConfig(sql: Buffer, start = 0, end = sql.length): boo
   const upper = sql.indexOf(SET_CONFIG_UPPER, start)
   return upper >= 0 && upper < end
 }
+
+const PIN_NEEDLES = ['temp', 'TEMP', 'Temp', 'advisory', 'ADVISORY'].map((word) => Buffer.from(word))
+
+/**
+ * Whether the query text in [start, end) may create state that pins a session to its
+ * backend without a telling command tag: a temporary table made by CREATE TEMP TABLE AS
+ * or SELECT INTO TEMP (tag SELECT), or a session advisory lock taken in a SELECT. A
+ * cheap trigger for asking Postgres, not proof.
+ */
+export function mayPin(sql: Buffer, start = 0, end = sql.length): boolean {
+  for (const needle of PIN_NEEDLES) {
+    const at = sql.indexOf(needle, start)
+    if (at >= 0 && at < end) return true
+  }
+  return false
+}

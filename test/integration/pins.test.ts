@@ -1,0 +1,154 @@
+/**
+ * State only a backend can hold (temporary tables, session advisory locks, WITH HOLD
+ * cursors, SQL PREPARE) pins a session to its backend while Postgres holds it, and the
+ * session returns to pooling once it is gone. 20 sessions share a pool of 2; one session
+ * at a time holds a pin while the others keep running.
+ */
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import pg from 'pg'
+import type { Gateway } from '../../src/gateway/index.ts'
+import { startTestGateway } from '../support/gateway.ts'
+import { startTestPostgres, type TestPostgres } from '../support/postgres.ts'
+
+const OTHERS = 19
+
+describe('pins across a pool of 2', () => {
+  let server: TestPostgres
+  let gateway: Gateway
+  let others: pg.Client[] = []
+  const clients: pg.Client[] = []
+
+  before(async () => {
+    server = await startTestPostgres()
+    gateway = await startTestGateway(server, { poolSize: 2, waitTimeoutMs: 10_000 })
+    others = await Promise.all(Array.from({ length: OTHERS }, () => connect()))
+  })
+
+  after(async () => {
+    await Promise.all(clients.map((client) => client.end().catch(() => {})))
+    await gateway?.close()
+    await server?.stop()
+  })
+
+  async function connect(): Promise<pg.Client> {
+    const client = new pg.Client({
+      host: '127.0.0.1',
+      port: gateway.port,
+      user: 'postgres',
+      database: 'postgres',
+    })
+    await client.connect()
+    clients.push(client)
+    return client
+  }
+
+  const pinned = () => gateway.pooler.stats().reduce((sum, pool) => sum + pool.pinned, 0)
+
+  /**
+   * The gateway asks Postgres about pins right after the reply that ends a transaction,
+   * so the client can observe the reply a moment before the answer is in.
+   */
+  async function pinnedBecomes(expected: number): Promise<void> {
+    const deadline = Date.now() + 5000
+    while (pinned() !== expected) {
+      if (Date.now() > deadline) assert.fail(`pinned backends: ${pinned()}, expected ${expected}`)
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+  }
+
+  /** Every other session runs a few statements, moving leases around the pool. */
+  async function churn(check?: (client: pg.Client) => Promise<void>): Promise<void> {
+    await Promise.all(
+      others.map(async (client) => {
+        for (let i = 0; i < 3; i++) {
+          await client.query('SELECT 1')
+          await check?.(client)
+        }
+      }),
+    )
+  }
+
+  test('a temporary table pins its session until it is dropped', async () => {
+    const owner = await connect()
+    await owner.query('CREATE TEMP TABLE scratch (v int)')
+    await owner.query('INSERT INTO scratch VALUES (1), (2)')
+    await pinnedBecomes(1)
+    await churn(async (client) => {
+      const { rows } = await client.query("SELECT to_regclass('scratch') AS t")
+      assert.equal(rows[0].t, null, 'another session sees the temporary table')
+    })
+    assert.equal((await owner.query('SELECT sum(v)::int AS s FROM scratch')).rows[0].s, 3)
+    await owner.query('DROP TABLE scratch')
+    await pinnedBecomes(0)
+    await churn()
+  })
+
+  test('CREATE TEMP TABLE AS (tag SELECT) pins too', async () => {
+    const owner = await connect()
+    await owner.query('CREATE TEMP TABLE made AS SELECT 7 AS v')
+    await pinnedBecomes(1)
+    await churn()
+    assert.equal((await owner.query('SELECT v FROM made')).rows[0].v, 7)
+    await owner.query('DISCARD TEMP')
+    await pinnedBecomes(0)
+  })
+
+  test('a session advisory lock stays with its session and unpins on unlock', async () => {
+    const holder = await connect()
+    await holder.query('SELECT pg_advisory_lock(42)')
+    await pinnedBecomes(1)
+    await churn(async (client) => {
+      const { rows } = await client.query('SELECT pg_try_advisory_lock(42) AS got')
+      assert.equal(rows[0].got, false, 'another session took the lock')
+    })
+    await holder.query('SELECT pg_advisory_unlock(42)')
+    await pinnedBecomes(0)
+    const { rows } = await others[0].query('SELECT pg_try_advisory_lock(42) AS got')
+    assert.equal(rows[0].got, true)
+    await others[0].query('SELECT pg_advisory_unlock_all()')
+  })
+
+  test('a WITH HOLD cursor survives other sessions’ transactions until CLOSE', async () => {
+    const reader = await connect()
+    await reader.query('DECLARE c CURSOR WITH HOLD FOR SELECT generate_series(1, 9) AS n')
+    const seen: number[] = []
+    for (let i = 0; i < 3; i++) {
+      await churn()
+      for (const row of (await reader.query('FETCH 3 FROM c')).rows) seen.push(row.n)
+    }
+    assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9])
+    await reader.query('CLOSE c')
+    await pinnedBecomes(0)
+  })
+
+  test('SQL PREPARE / EXECUTE across other sessions’ traffic, then DEALLOCATE', async () => {
+    const client = await connect()
+    await client.query('PREPARE plus_one AS SELECT $1::int + 1 AS v')
+    for (let i = 0; i < 3; i++) {
+      await churn(async (other) => {
+        await assert.rejects(
+          other.query('EXECUTE plus_one(1)'),
+          (error: { code?: string }) => error.code === '26000',
+        )
+      })
+      assert.equal((await client.query(`EXECUTE plus_one(${i})`)).rows[0].v, i + 1)
+    }
+    await client.query('DEALLOCATE plus_one')
+    await pinnedBecomes(0)
+  })
+
+  test('a pinned session that disconnects leaves nothing behind', async () => {
+    const leaver = await connect()
+    await leaver.query('CREATE TEMP TABLE left_behind (v int)')
+    await leaver.query('SELECT pg_advisory_lock(7)')
+    await leaver.end()
+    await churn(async (client) => {
+      assert.equal((await client.query("SELECT to_regclass('left_behind') AS t")).rows[0].t, null)
+    })
+    const { rows } = await others[1].query('SELECT pg_try_advisory_lock(7) AS got')
+    assert.equal(rows[0].got, true, 'the lock outlived its session')
+    await others[1].query('SELECT pg_advisory_unlock_all()')
+    await pinnedBecomes(0)
+  })
+})
