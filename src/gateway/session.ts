@@ -7,12 +7,14 @@ import {
   errorFromFrame,
   type Lease,
   type LeaseRequest,
+  type NotificationListener,
   type Pooler,
   settingsKey,
 } from '../pooler/index.ts'
 import {
   Backend,
   closeComplete,
+  commandComplete,
   errorResponse,
   FRONTEND_TYPE_LIMITS,
   type FrameHandler,
@@ -21,10 +23,12 @@ import {
   Frontend,
   InvalidMessageTypeError,
   isPipelineSafe,
+  type ListenStatement,
   mayPin,
   mentionsSetConfig,
   PgError,
   parseComplete,
+  parseListen,
   readyForQuery,
   SqlState,
   TxStatus,
@@ -125,7 +129,7 @@ class Batch {
  * reports ReadyForQuery idle with nothing outstanding; prepared statements are mapped
  * to canonical ones and prepared transparently on whichever backend the lease lands.
  */
-export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
+export class Session implements FrameHandler, BackendReceiver, LeaseRequest, NotificationListener {
   readonly id: number
   readonly processId: number
   readonly secretKey: number
@@ -185,6 +189,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
   private pinsDirty = false
   /** Postgres holds state of this session that cannot move: the lease is kept between transactions. */
   private pinned = false
+  /** Channels this session listens to through the pooler's shared listening connection. */
+  private readonly listening = new Set<string>()
+  /** Notifications that arrived while the session was in a transaction, delivered after it. */
+  private notifications: Buffer[] = []
   /** The backend is in COPY FROM STDIN and waits for this session's data. */
   private copyIn = false
   /** Nothing has come back on the current lease yet. */
@@ -272,6 +280,18 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
    */
   private answerLocally(type: number, frame: Buffer): boolean {
     switch (type) {
+      case Frontend.Query: {
+        const listen = parseListen(frame, 5)
+        if (listen === undefined || listen === null) return false
+        // Between transactions LISTEN takes effect at once: through the shared listener.
+        this.waiting = true
+        this.applyListen(listen).then(
+          () => this.finishLocal(commandComplete(listen.listen ? 'LISTEN' : 'UNLISTEN')),
+          (error: Error) =>
+            this.finishLocal(errorResponse('ERROR', SqlState.ConnectionFailure, error.message)),
+        )
+        return true
+      }
       case Frontend.Parse: {
         if (frame[5] === 0 || this.skipUntilSync) return false
         const [name, bodyStart] = readCString(frame, 5)
@@ -299,6 +319,52 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
       default:
         return false
     }
+  }
+
+  /** Subscribes or unsubscribes this session at the pooler's listener of its database. */
+  private applyListen(statement: ListenStatement): Promise<void> {
+    const hub = this.ctx.pooler.notifications(this.ctx.database)
+    if (statement.channel === null) {
+      const channels = [...this.listening]
+      this.listening.clear()
+      return hub.unlistenAll(this, channels)
+    }
+    if (statement.listen) {
+      if (this.listening.has(statement.channel)) return Promise.resolve()
+      this.listening.add(statement.channel)
+      return hub.listen(statement.channel, this)
+    }
+    this.listening.delete(statement.channel)
+    return hub.unlisten(statement.channel, this)
+  }
+
+  /** Ends a statement answered without a backend, then carries on with what waited for it. */
+  private finishLocal(reply: Buffer): void {
+    this.waiting = false
+    if (this.closed) return
+    this.toClient.push(reply)
+    this.toClient.push(readyForQuery[this.txStatus])
+    this.flushClient()
+    this.deliverNotifications()
+    const pending = this.pending
+    this.pending = []
+    this.pendingBytes = 0
+    for (const frame of pending) this.onMessage(frame[0], frame)
+  }
+
+  /** A notification for a channel this session listens to (NotificationListener). */
+  onNotification(frame: Buffer): void {
+    if (this.closed) return
+    this.notifications.push(frame)
+    // As in Postgres, only between transactions: now if idle, else when the transaction ends.
+    if (this.lease === null && !this.waiting) this.deliverNotifications()
+  }
+
+  private deliverNotifications(): void {
+    if (this.notifications.length === 0) return
+    for (const frame of this.notifications) this.toClient.push(frame)
+    this.notifications = []
+    this.flushClient()
   }
 
   private requestLease(): void {
@@ -393,6 +459,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     }
     switch (type) {
       case Frontend.Query:
+        if (this.txStatus === TxStatus.Idle && this.replies.length === 0 && this.listenHere(frame)) return
         // A simple Query drops the unnamed statement (exec_simple_query).
         this.unnamed = null
         this.unnamedHere = false
@@ -440,6 +507,31 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
       default:
         this.fatal(new PgError(SqlState.ProtocolViolation, `invalid frontend message type ${type}`))
     }
+  }
+
+  /**
+   * LISTEN/UNLISTEN of a session that holds a lease between transactions (pinned):
+   * through the shared listener too, answered here. Inside a transaction, or in any
+   * other form, the statement runs on the backend, which then pins the session.
+   */
+  private listenHere(frame: Buffer): boolean {
+    const listen = parseListen(frame, 5)
+    if (listen === undefined || listen === null) return false
+    if (this.pinned) {
+      // The backend may listen itself (a LISTEN that ran in a transaction): let it run
+      // there too, and the probe after it decides whether the session stays pinned.
+      if (!listen.listen) this.applyListen(listen).catch(() => {})
+      return false
+    }
+    this.applyListen(listen).catch((error: Error) =>
+      this.ctx.log.warn({ session: this.id, err: error.message }, 'LISTEN failed'),
+    )
+    this.expect(
+      Kind.Query,
+      Action.Fake,
+      Buffer.concat([commandComplete(listen.listen ? 'LISTEN' : 'UNLISTEN'), readyForQuery[this.txStatus]]),
+    )
+    return true
   }
 
   /**
@@ -603,10 +695,14 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
 
   private flushBackend(): void {
     const data = this.toBackend.take()
-    if (data === null) return
-    const lease = this.lease
     // A session closed mid-chunk (a protocol violation after a valid message) drops the rest.
-    if (this.closed) return
+    if (data !== null && !this.closed) this.sendToBackend(data)
+    // Replies made up here (nothing before them outstanding) go out now.
+    if (!this.toClient.empty) this.flushClient()
+  }
+
+  private sendToBackend(data: Buffer): void {
+    const lease = this.lease
     assert(lease !== null, 'backend bytes without a lease')
     if (!lease.send(data)) {
       this.client.pause()
@@ -614,8 +710,6 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         if (this.pendingBytes <= MAX_PENDING_BYTES) this.client.resume()
       })
     }
-    // Fake replies that reached the head of the queue (nothing before them) go out now.
-    if (!this.toClient.empty) this.flushClient()
   }
 
   // ---- backend → client ----
@@ -664,6 +758,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
         ) {
           if (this.settingsDirty || this.pinsDirty) this.probeSession()
           else if (!this.pinned) this.releaseLease()
+          else this.deliverNotifications()
         }
         return
       case Backend.CopyInResponse:
@@ -903,6 +998,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     this.pausedLease = null
     this.draining = false
     lease.release()
+    this.deliverNotifications()
     // Messages that arrived while the lease drained go out on the next one.
     if (this.pending.length > 0 && !this.closed) this.requestLease()
   }
@@ -923,6 +1019,12 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest {
     this.closed = true
     this.ctx.log.debug({ session: this.id, reason }, 'session closed')
     if (this.waiting) this.ctx.pooler.cancelWait(this.ctx.database, this.ctx.user, this)
+    if (this.listening.size > 0) {
+      void this.ctx.pooler
+        .notifications(this.ctx.database)
+        .unlistenAll(this, this.listening)
+        .catch(() => {})
+    }
     const lease = this.lease
     this.lease = null
     if (lease !== null) {
@@ -958,15 +1060,26 @@ const SESSION_PROBE = `SELECT name, pg_catalog.current_setting(name) FROM pg_cat
 UNION ALL SELECT '', ((SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid())
   + (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable)
   + (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql)
-  + (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()))::text`
+  + (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema())
+  + (SELECT count(*) FROM pg_catalog.pg_listening_channels()))::text`
 
 /** CommandComplete tags of commands that may create or drop backend-bound state. */
-const PIN_TAGS = ['CREATE', 'DROP', 'DECLARE', 'CLOSE', 'PREPARE', 'DEALLOCATE', 'DISCARD']
+const PIN_TAGS = [
+  'CREATE',
+  'DROP',
+  'DECLARE',
+  'CLOSE',
+  'PREPARE',
+  'DEALLOCATE',
+  'DISCARD',
+  'LISTEN',
+  'UNLISTEN',
+]
 
 function mayChangePins(frame: Buffer): boolean {
   const first = frame[5]
   // Fast exit for the common tags (SELECT, INSERT, UPDATE, DELETE, BEGIN, COMMIT …).
-  if (first !== 0x43 && first !== 0x44 && first !== 0x50) return false
+  if (first !== 0x43 && first !== 0x44 && first !== 0x50 && first !== 0x4c && first !== 0x55) return false
   const tag = frame.toString('latin1', 5, frame.length - 1)
   return PIN_TAGS.some((word) => tag === word || tag.startsWith(`${word} `))
 }

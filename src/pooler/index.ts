@@ -1,5 +1,6 @@
 export { type BackendCredentials, type BackendReceiver, type Endpoint, errorFromFrame } from './backend.ts'
 export type { Lease, LeaseRequest } from './lease.ts'
+export type { NotificationHub, NotificationListener } from './notifications.ts'
 export type { PoolStats } from './pool.ts'
 export { Pooler, type PoolerOptions, type RoleInfo } from './pooler.ts'
 export { settingsKey } from './settings.ts'

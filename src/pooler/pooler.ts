@@ -2,6 +2,7 @@ import type { Logger } from '../log.ts'
 import { PgError, SqlState } from '../protocol/index.ts'
 import { BackendConn, type BackendCredentials, type Endpoint } from './backend.ts'
 import type { LeaseRequest } from './lease.ts'
+import { NotificationHub } from './notifications.ts'
 import { Pool, type PoolOptions, type PoolStats } from './pool.ts'
 import { quoteLiteral, simpleQuery } from './simple-query.ts'
 
@@ -34,6 +35,7 @@ export class Pooler {
   private readonly roles = new Map<string, { info: RoleInfo | null; expires: number }>()
   private readonly credentials = new Map<string, BackendCredentials>()
   private admin: Promise<BackendConn> | null = null
+  private readonly hubs = new Map<string, NotificationHub>()
   /** Admin queries run one at a time on one connection. */
   private adminQueue: Promise<unknown> = Promise.resolve()
 
@@ -72,6 +74,28 @@ export class Pooler {
     this.credentials.set(user, { ...this.credentials.get(user), ...credentials })
   }
 
+  /** The shared LISTEN connection of `database` (created on first use). */
+  notifications(database: string): NotificationHub {
+    let hub = this.hubs.get(database)
+    if (hub === undefined) {
+      const { upstream } = this.options
+      const user = upstream.user ?? 'postgres'
+      const startup = { user, database, application_name: 'tidepool-listener' }
+      hub = new NotificationHub(
+        () =>
+          BackendConn.connect(
+            upstream,
+            startup,
+            this.backendCredentials(user),
+            this.options.connectTimeoutMs ?? 10_000,
+          ),
+        this.log,
+      )
+      this.hubs.set(database, hub)
+    }
+    return hub
+  }
+
   stats(): PoolStats[] {
     return [...this.pools.values()].map((pool) => pool.snapshot())
   }
@@ -79,6 +103,8 @@ export class Pooler {
   async close(): Promise<void> {
     for (const pool of this.pools.values()) pool.close()
     this.pools.clear()
+    for (const hub of this.hubs.values()) hub.close()
+    this.hubs.clear()
     const admin = this.admin
     this.admin = null
     if (admin !== null) (await admin.catch(() => null))?.destroy()

@@ -375,3 +375,60 @@ export function mayPin(sql: Buffer, start = 0, end = sql.length): boolean {
   }
   return false
 }
+
+/** A LISTEN or UNLISTEN statement; `channel` null is UNLISTEN *. */
+export interface ListenStatement {
+  listen: boolean
+  channel: string | null
+}
+
+/**
+ * Recognises a simple-query text that is exactly one LISTEN or UNLISTEN statement
+ * (comments, whitespace and a trailing semicolon allowed). Channel names fold to lower
+ * case unless quoted, as identifiers do. Returns undefined when the text does not start
+ * with LISTEN or UNLISTEN, and null when it does but is not that simple form.
+ */
+export function parseListen(sql: Buffer, start = 0, end = sql.length): ListenStatement | null | undefined {
+  let i = skipBlank(sql, start, end)
+  if (i < 0) return null
+  let j = i
+  while (j < end && isIdentChar(sql[j])) j++
+  const word = sql.toString('latin1', i, j).toLowerCase()
+  if (word !== 'listen' && word !== 'unlisten') return undefined
+  const listen = word === 'listen'
+  i = skipBlank(sql, j, end)
+  if (i < 0 || i >= end) return null
+  let channel: string | null
+  if (sql[i] === 0x22) {
+    const close = skipQuoted(sql, i, end, 0x22, false)
+    if (close < 0) return null
+    channel = sql.toString('utf8', i + 1, close - 1).replaceAll('""', '"')
+    i = close
+  } else if (sql[i] === 0x2a && !listen) {
+    channel = null
+    i++
+  } else if (isIdentStart(sql[i])) {
+    j = i + 1
+    while (j < end && isIdentChar(sql[j])) j++
+    channel = sql.toString('utf8', i, j).toLowerCase()
+    i = j
+  } else return null
+  i = skipBlank(sql, i, end)
+  if (i >= 0 && i < end && sql[i] === 0x3b) i = skipBlank(sql, i + 1, end)
+  if (i < 0 || (i < end && sql[i] !== 0)) return null
+  return { listen, channel }
+}
+
+/** Skips whitespace and comments; the offset of the next token, or -1 inside an unterminated comment. */
+function skipBlank(sql: Buffer, i: number, end: number): number {
+  while (i < end) {
+    const byte = sql[i]
+    if (isSpace(byte)) i++
+    else if (byte === 0x2d && sql[i + 1] === 0x2d) i = skipLineComment(sql, i, end)
+    else if (byte === 0x2f && sql[i + 1] === 0x2a) {
+      i = skipBlockComment(sql, i, end)
+      if (i < 0) return -1
+    } else break
+  }
+  return i
+}
