@@ -281,12 +281,12 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
   private answerLocally(type: number, frame: Buffer): boolean {
     switch (type) {
       case Frontend.Query: {
-        const listen = parseListen(frame, 5)
-        if (listen === undefined || listen === null) return false
+        const statements = parseListen(frame, 5)
+        if (statements === undefined || statements === null) return false
         // Between transactions LISTEN takes effect at once: through the shared listener.
         this.waiting = true
-        this.applyListen(listen).then(
-          () => this.finishLocal(commandComplete(listen.listen ? 'LISTEN' : 'UNLISTEN')),
+        Promise.all(statements.map((statement) => this.applyListen(statement))).then(
+          () => this.finishLocal(Buffer.concat(statements.map(listenTag))),
           (error: Error) =>
             this.finishLocal(errorResponse('ERROR', SqlState.ConnectionFailure, error.message)),
         )
@@ -515,21 +515,21 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
    * other form, the statement runs on the backend, which then pins the session.
    */
   private listenHere(frame: Buffer): boolean {
-    const listen = parseListen(frame, 5)
-    if (listen === undefined || listen === null) return false
+    const statements = parseListen(frame, 5)
+    if (statements === undefined || statements === null) return false
+    const warn = (error: Error) =>
+      this.ctx.log.warn({ session: this.id, err: error.message }, 'LISTEN failed')
     if (this.pinned) {
       // The backend may listen itself (a LISTEN that ran in a transaction): let it run
       // there too, and the probe after it decides whether the session stays pinned.
-      if (!listen.listen) this.applyListen(listen).catch(() => {})
+      for (const statement of statements) if (!statement.listen) this.applyListen(statement).catch(warn)
       return false
     }
-    this.applyListen(listen).catch((error: Error) =>
-      this.ctx.log.warn({ session: this.id, err: error.message }, 'LISTEN failed'),
-    )
+    for (const statement of statements) this.applyListen(statement).catch(warn)
     this.expect(
       Kind.Query,
       Action.Fake,
-      Buffer.concat([commandComplete(listen.listen ? 'LISTEN' : 'UNLISTEN'), readyForQuery[this.txStatus]]),
+      Buffer.concat([...statements.map(listenTag), readyForQuery[this.txStatus]]),
     )
     return true
   }
@@ -1090,6 +1090,13 @@ function changesSettings(frame: Buffer): boolean {
   if (first === 0x53) return frame[6] === 0x45 && frame[7] === 0x54 && frame[8] === 0 // SET
   if (first === 0x52) return frame.toString('latin1', 5, 11) === 'RESET\0'
   return first === 0x44 && frame.toString('latin1', 5, 12) === 'DISCARD'
+}
+
+const LISTEN_TAG = commandComplete('LISTEN')
+const UNLISTEN_TAG = commandComplete('UNLISTEN')
+
+function listenTag(statement: ListenStatement): Buffer {
+  return statement.listen ? LISTEN_TAG : UNLISTEN_TAG
 }
 
 /** CommandComplete of DISCARD ALL or DEALLOCATE ALL. */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { isPipelineSafe } from './sql-lexer.ts'
+import { isPipelineSafe, parseListen } from './sql-lexer.ts'
 
 const safe = (sql: string) => isPipelineSafe(Buffer.from(sql))
 
@@ -44,4 +44,21 @@ test('only the given byte range is judged, up to a NUL terminator', () => {
   const frame = Buffer.from('QxxxxSELECT 1\0')
   assert.equal(isPipelineSafe(frame, 5, frame.length), true)
   assert.equal(isPipelineSafe(Buffer.from('BEGIN\0SELECT 1')), false)
+})
+
+test('LISTEN and UNLISTEN statements are recognised, alone or in a list', () => {
+  const parse = (sql: string) => parseListen(Buffer.from(sql))
+  assert.deepEqual(parse('LISTEN jobs'), [{ listen: true, channel: 'jobs' }])
+  assert.deepEqual(parse('listen "Mixed Case";'), [{ listen: true, channel: 'Mixed Case' }])
+  assert.deepEqual(parse('LISTEN "jobs:insert"; LISTEN "worker:migrate";'), [
+    { listen: true, channel: 'jobs:insert' },
+    { listen: true, channel: 'worker:migrate' },
+  ])
+  assert.deepEqual(parse('/* c */ UNLISTEN * -- all'), [{ listen: false, channel: null }])
+  assert.deepEqual(parse('UNLISTEN Foo'), [{ listen: false, channel: 'foo' }])
+  assert.equal(parse('SELECT 1'), undefined)
+  assert.equal(parse('LISTEN *'), null)
+  assert.equal(parse('LISTEN a; SELECT 1'), null)
+  assert.equal(parse('LISTEN a b'), null)
+  assert.equal(parse('LISTEN "unterminated'), null)
 })

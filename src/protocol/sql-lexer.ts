@@ -383,40 +383,45 @@ export interface ListenStatement {
 }
 
 /**
- * Recognises a simple-query text that is exactly one LISTEN or UNLISTEN statement
- * (comments, whitespace and a trailing semicolon allowed). Channel names fold to lower
- * case unless quoted, as identifiers do. Returns undefined when the text does not start
- * with LISTEN or UNLISTEN, and null when it does but is not that simple form.
+ * Recognises a simple-query text made only of LISTEN and UNLISTEN statements separated
+ * by semicolons (comments and whitespace allowed), e.g. `LISTEN "a"; LISTEN b;`. Channel
+ * names fold to lower case unless quoted, as identifiers do. Returns undefined when the
+ * text does not start with LISTEN or UNLISTEN, and null when it does but has another form.
  */
-export function parseListen(sql: Buffer, start = 0, end = sql.length): ListenStatement | null | undefined {
+export function parseListen(sql: Buffer, start = 0, end = sql.length): ListenStatement[] | null | undefined {
+  const statements: ListenStatement[] = []
   let i = skipBlank(sql, start, end)
-  if (i < 0) return null
-  let j = i
-  while (j < end && isIdentChar(sql[j])) j++
-  const word = sql.toString('latin1', i, j).toLowerCase()
-  if (word !== 'listen' && word !== 'unlisten') return undefined
-  const listen = word === 'listen'
-  i = skipBlank(sql, j, end)
-  if (i < 0 || i >= end) return null
-  let channel: string | null
-  if (sql[i] === 0x22) {
-    const close = skipQuoted(sql, i, end, 0x22, false)
-    if (close < 0) return null
-    channel = sql.toString('utf8', i + 1, close - 1).replaceAll('""', '"')
-    i = close
-  } else if (sql[i] === 0x2a && !listen) {
-    channel = null
-    i++
-  } else if (isIdentStart(sql[i])) {
-    j = i + 1
+  while (i >= 0 && i < end && sql[i] !== 0) {
+    let j = i
     while (j < end && isIdentChar(sql[j])) j++
-    channel = sql.toString('utf8', i, j).toLowerCase()
-    i = j
-  } else return null
-  i = skipBlank(sql, i, end)
-  if (i >= 0 && i < end && sql[i] === 0x3b) i = skipBlank(sql, i + 1, end)
-  if (i < 0 || (i < end && sql[i] !== 0)) return null
-  return { listen, channel }
+    const word = sql.toString('latin1', i, j).toLowerCase()
+    if (word !== 'listen' && word !== 'unlisten') return statements.length === 0 ? undefined : null
+    const listen = word === 'listen'
+    i = skipBlank(sql, j, end)
+    if (i < 0 || i >= end) return null
+    let channel: string | null
+    if (sql[i] === 0x22) {
+      const close = skipQuoted(sql, i, end, 0x22, false)
+      if (close < 0) return null
+      channel = sql.toString('utf8', i + 1, close - 1).replaceAll('""', '"')
+      i = close
+    } else if (sql[i] === 0x2a && !listen) {
+      channel = null
+      i++
+    } else if (isIdentStart(sql[i])) {
+      j = i + 1
+      while (j < end && isIdentChar(sql[j])) j++
+      channel = sql.toString('utf8', i, j).toLowerCase()
+      i = j
+    } else return null
+    statements.push({ listen, channel })
+    i = skipBlank(sql, i, end)
+    if (i < 0) return null
+    if (i < end && sql[i] === 0x3b) i = skipBlank(sql, i + 1, end)
+    else if (i < end && sql[i] !== 0) return null
+  }
+  if (i < 0) return null
+  return statements.length === 0 ? undefined : statements
 }
 
 /** Skips whitespace and comments; the offset of the next token, or -1 inside an unterminated comment. */
