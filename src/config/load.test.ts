@@ -51,6 +51,7 @@ describe('loadGatewayConfig', () => {
       auth: { method: 'scram-sha-256', cacheTtlMs: 60_000 },
       tls: null,
       startupTimeoutMs: 10_000,
+      pinnedIdleTimeoutMs: 0,
       maxClientConnections: 10_000,
       logLevel: 'info',
     }
@@ -130,6 +131,7 @@ describe('loadGatewayConfig', () => {
       auth: { method: 'md5', cacheTtlMs: 120_000 },
       tls: { certFile: cert, keyFile: join(dir, 'server.key') },
       startupTimeoutMs: 2500,
+      pinnedIdleTimeoutMs: 0,
       maxClientConnections: 500,
       logLevel: 'debug',
     }

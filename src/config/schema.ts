@@ -40,6 +40,8 @@ export interface GatewayConfig {
   tls: { certFile: string; keyFile: string } | null
   /** Bound on a client's whole startup phase: SSL negotiation, StartupMessage and authentication. */
   startupTimeoutMs: number
+  /** End a session pinned to its backend (temporary tables, locks…) after this long idle; 0: never. */
+  pinnedIdleTimeoutMs: number
   /** Client connections accepted at once; further ones are refused. */
   maxClientConnections: number
   /** Minimum level written to the log. */
@@ -150,6 +152,13 @@ export const GATEWAY_OPTIONS = {
     valueName: 'duration',
     defaultValue: '10s',
     description: "limit on a client's whole startup and authentication",
+  },
+  pinnedIdleTimeout: {
+    name: 'pinned-idle-timeout',
+    valueName: 'duration',
+    defaultValue: '0',
+    description:
+      'end a session that holds a backend for its temp tables, locks or cursors and idles this long (0: never)',
   },
   maxClientConnections: {
     name: 'max-client-connections',
@@ -263,6 +272,7 @@ export const rawGatewayConfigSchema = z.strictObject({
   tlsCert: filePath.optional(),
   tlsKey: filePath.optional(),
   startupTimeout: duration(1),
+  pinnedIdleTimeout: duration(0),
   maxClientConnections: integer(1),
   logLevel: oneOf(LOG_LEVELS),
 } satisfies Record<OptionKey, z.ZodType>)
@@ -318,6 +328,7 @@ export const gatewayConfigSchema = rawGatewayConfigSchema
           ? { certFile: raw.tlsCert, keyFile: raw.tlsKey }
           : null,
       startupTimeoutMs: raw.startupTimeout,
+      pinnedIdleTimeoutMs: raw.pinnedIdleTimeout,
       maxClientConnections: raw.maxClientConnections,
       logLevel: raw.logLevel,
     }),

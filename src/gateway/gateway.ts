@@ -53,6 +53,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     pipelining: config.pool.pipelineDepth > 0,
     secureContext,
     startupTimeoutMs: config.startupTimeoutMs,
+    pinnedIdleTimeoutMs: config.pinnedIdleTimeoutMs,
     log,
     maxClientConnections: config.maxClientConnections,
     sessionCount: () => sessions.size,

@@ -62,6 +62,8 @@ export interface SessionContext {
   statements: StatementRegistry
   /** Whether this session may promise statements idle so others pipeline behind them. */
   pipelining: boolean
+  /** A pinned session idle this long is ended (0: never). */
+  pinnedIdleTimeoutMs: number
   log: Logger
   onClose(session: Session): void
 }
@@ -189,6 +191,8 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
   private pinsDirty = false
   /** Postgres holds state of this session that cannot move: the lease is kept between transactions. */
   private pinned = false
+  /** Ends the session when it stays idle while pinned (see pinnedIdleTimeoutMs). */
+  private pinnedIdleTimer: NodeJS.Timeout | null = null
   /** Channels this session listens to through the pooler's shared listening connection. */
   private readonly listening = new Set<string>()
   /** Notifications that arrived while the session was in a transaction, delivered after it. */
@@ -249,6 +253,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
 
   onMessage(type: number, frame: Buffer): void {
     if (this.closed) return
+    if (this.pinnedIdleTimer !== null) {
+      clearTimeout(this.pinnedIdleTimer)
+      this.pinnedIdleTimer = null
+    }
     if (this.lease !== null && !this.draining) {
       this.handleClientMessage(type, frame)
       return
@@ -758,7 +766,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         ) {
           if (this.settingsDirty || this.pinsDirty) this.probeSession()
           else if (!this.pinned) this.releaseLease()
-          else this.deliverNotifications()
+          else this.idleWhilePinned()
         }
         return
       case Backend.CopyInResponse:
@@ -975,10 +983,30 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         if (this.pinned) {
           this.draining = false
           this.sendPending()
+          if (this.replies.length === 0 && this.txStatus === TxStatus.Idle) this.idleWhilePinned()
         } else this.releaseLease()
       },
       () => {},
     )
+  }
+
+  /**
+   * A pinned session between transactions: notifications are due, and so is the pinned
+   * idle timeout, which ends the session as Postgres's idle_session_timeout would.
+   */
+  private idleWhilePinned(): void {
+    this.deliverNotifications()
+    const timeoutMs = this.ctx.pinnedIdleTimeoutMs
+    if (timeoutMs <= 0 || this.pinnedIdleTimer !== null) return
+    this.pinnedIdleTimer = setTimeout(() => {
+      this.pinnedIdleTimer = null
+      this.fatal(
+        new PgError(SqlState.IdleSessionTimeout, 'terminating connection due to idle-session timeout', {
+          detail: `The session held a backend (temporary tables, advisory locks, cursors or prepared statements) and was idle for ${timeoutMs}ms.`,
+        }),
+      )
+    }, timeoutMs)
+    this.pinnedIdleTimer.unref()
   }
 
   private setPinned(pinned: boolean, lease: Lease): void {
@@ -1017,6 +1045,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
   close(reason: string): void {
     if (this.closed) return
     this.closed = true
+    if (this.pinnedIdleTimer !== null) clearTimeout(this.pinnedIdleTimer)
     this.ctx.log.debug({ session: this.id, reason }, 'session closed')
     if (this.waiting) this.ctx.pooler.cancelWait(this.ctx.database, this.ctx.user, this)
     if (this.listening.size > 0) {

@@ -33,6 +33,7 @@ export interface StartupContext {
   pipelining: boolean
   secureContext: tls.SecureContext | null
   startupTimeoutMs: number
+  pinnedIdleTimeoutMs: number
   log: Logger
   /** Sessions open now, for the max-client-connections limit. */
   sessionCount(): number
@@ -174,6 +175,7 @@ async function startSession(
       pooler: ctx.pooler,
       statements: ctx.statements.for(database, user),
       pipelining: ctx.pipelining,
+      pinnedIdleTimeoutMs: ctx.pinnedIdleTimeoutMs,
       log: ctx.log,
       onClose: (closed) => ctx.unregister(closed),
     },

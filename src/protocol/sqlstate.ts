@@ -15,6 +15,7 @@ export const SqlState = {
   QueryCanceled: '57014', // query_canceled
   AdminShutdown: '57P01', // admin_shutdown
   CannotConnectNow: '57P03', // cannot_connect_now
+  IdleSessionTimeout: '57P05', // idle_session_timeout
   DuplicatePreparedStatement: '42P05', // duplicate_prepared_statement
   InvalidSqlStatementName: '26000', // invalid_sql_statement_name
   InternalError: 'XX000', // internal_error

@@ -152,3 +152,39 @@ describe('pins across a pool of 2', () => {
     await pinnedBecomes(0)
   })
 })
+
+describe('pinned idle timeout', () => {
+  test('a pinned session idle past --pinned-idle-timeout is ended with 57P05 and its backend freed', async () => {
+    const server = await startTestPostgres()
+    const gateway = await startTestGateway(server, { poolSize: 1, pinnedIdleTimeoutMs: 300 })
+    try {
+      const client = new pg.Client({
+        host: '127.0.0.1',
+        port: gateway.port,
+        user: 'postgres',
+        database: 'postgres',
+      })
+      const ended = new Promise<{ code?: string }>((resolve) =>
+        client.on('error', (error) => resolve(error as { code?: string })),
+      )
+      await client.connect()
+      await client.query('CREATE TEMP TABLE held (v int)')
+      const error = await ended
+      assert.equal(error.code, '57P05')
+      // The only backend is free again: another session gets it.
+      const other = new pg.Client({
+        host: '127.0.0.1',
+        port: gateway.port,
+        user: 'postgres',
+        database: 'postgres',
+      })
+      await other.connect()
+      assert.equal((await other.query("SELECT to_regclass('held') AS t")).rows[0].t, null)
+      await other.end()
+      await client.end().catch(() => {})
+    } finally {
+      await gateway.close()
+      await server.stop()
+    }
+  })
+})

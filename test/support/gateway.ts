@@ -15,6 +15,7 @@ export interface TestGatewayOptions {
   maxLifetimeMs?: number
   idleTimeoutMs?: number
   pipelineDepth?: number
+  pinnedIdleTimeoutMs?: number
 }
 
 /** A gateway on a random loopback port in front of `pg`, in this process. */
@@ -43,6 +44,7 @@ export async function startTestGateway(pg: TestPostgres, options: TestGatewayOpt
     auth: { method: options.auth ?? 'trust', cacheTtlMs: 1000 },
     tls: options.tls ?? null,
     startupTimeoutMs: 10_000,
+    pinnedIdleTimeoutMs: options.pinnedIdleTimeoutMs ?? 0,
     maxClientConnections: 10_000,
     logLevel: 'warn',
   }
