@@ -7,7 +7,7 @@ import type { Logger } from '../log.ts'
 import { Pooler } from '../pooler/index.ts'
 import { PgError, SqlState } from '../protocol/index.ts'
 import { ReportedParameters } from './parameters.ts'
-import type { Session } from './session.ts'
+import type { ClientSession } from './relay-session.ts'
 import { acceptClient, type StartupContext } from './startup.ts'
 import { StatementRegistries } from './statements.ts'
 
@@ -36,7 +36,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     },
     log,
   )
-  const sessions = new Map<number, Session>()
+  const sessions = new Map<number, ClientSession>()
   let lastSessionId = 0
   const secureContext =
     config.tls === null

@@ -21,6 +21,7 @@ import {
 import { authenticateClient, type ClientAuthMethod } from './auth.ts'
 import { ClientReader } from './client-reader.ts'
 import type { ReportedParameters } from './parameters.ts'
+import { type ClientSession, RelaySession } from './relay-session.ts'
 import { Session } from './session.ts'
 import type { StatementRegistries } from './statements.ts'
 
@@ -39,8 +40,8 @@ export interface StartupContext {
   sessionCount(): number
   maxClientConnections: number
   nextSessionId(): number
-  register(session: Session): void
-  unregister(session: Session): void
+  register(session: ClientSession): void
+  unregister(session: ClientSession): void
   cancel(processId: number, secretKey: number): void
 }
 
@@ -129,12 +130,9 @@ async function startSession(
 ): Promise<void> {
   const user = parameters.get('user')!
   const database = parameters.get('database') || user
-  if (parameters.has('replication') && parameters.get('replication') !== 'false') {
-    throw new PgError(
-      SqlState.FeatureNotSupported,
-      'replication connections are not supported through the gateway yet',
-    )
-  }
+  const replication = parameters.get('replication')
+  const dedicated =
+    replication !== undefined && !['false', 'off', 'no', '0'].includes(replication.toLowerCase())
   const settings = new Map<string, string>()
   const unsupported: string[] = []
   for (const [name, value] of parameters) {
@@ -154,6 +152,10 @@ async function startSession(
   const credentials = await authenticateClient(reader, user, ctx.authMethod, ctx.pooler)
   if (credentials.scramKeys !== undefined || credentials.md5Hash !== undefined)
     ctx.pooler.setCredentials(user, credentials)
+  if (dedicated) {
+    await startRelay(reader, database, user, parameters, ctx)
+    return
+  }
   const key = settingsKey(settings)
   const reported = await ctx.parameters.get(database, user, settings, key)
   const id = ctx.nextSessionId()
@@ -181,6 +183,39 @@ async function startSession(
     },
     id,
     secretKey,
+  )
+  ctx.register(session)
+  socket.write(Buffer.concat(parts))
+  session.start(leftover)
+}
+
+/**
+ * A connection that cannot be pooled (replication=…) gets a backend of its own, logged
+ * in with the client's own startup parameters, and every byte after that passes through.
+ */
+async function startRelay(
+  reader: ClientReader,
+  database: string,
+  user: string,
+  parameters: Map<string, string>,
+  ctx: StartupContext,
+): Promise<void> {
+  const startup: Record<string, string> = {}
+  for (const [name, value] of parameters) if (name !== 'user' && name !== 'database') startup[name] = value
+  const backend = await ctx.pooler.dedicated(database, user, startup)
+  const socket = reader.socket
+  if (socket.destroyed) {
+    backend.close()
+    return
+  }
+  const id = ctx.nextSessionId()
+  const secretKey = randomInt(1, 0x7fffffff)
+  const parts = [authenticationOk]
+  for (const [name, value] of backend.parameters) parts.push(parameterStatus(name, value))
+  parts.push(backendKeyData(id, secretKey), readyForQuery[TxStatus.Idle])
+  const leftover = reader.detach()
+  const session = new RelaySession(socket, backend, { id, secretKey }, ctx.log, (closed) =>
+    ctx.unregister(closed),
   )
   ctx.register(session)
   socket.write(Buffer.concat(parts))

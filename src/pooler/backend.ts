@@ -231,6 +231,22 @@ export class BackendConn implements FrameHandler {
   }
 }
 
+/** Asks the server to cancel what `conn` runs now, on a connection of its own. */
+export function sendCancel(
+  endpoint: Endpoint,
+  conn: BackendConn,
+  timeoutMs: number,
+  onError: (error: Error) => void,
+): void {
+  const { socketDir, host, port } = endpoint
+  const socket = socketDir
+    ? net.connect(`${socketDir}/.s.PGSQL.${port}`)
+    : net.connect({ host: host ?? '127.0.0.1', port })
+  socket.once('connect', () => socket.end(frontend.cancelRequest(conn.processId, conn.secretKey)))
+  socket.on('error', onError)
+  socket.setTimeout(timeoutMs, () => socket.destroy())
+}
+
 /** Turns an ErrorResponse frame from the server into a PgError with its fields. */
 export function errorFromFrame(frame: Buffer): PgError {
   const fields = parseErrorFields(frame.subarray(5))

@@ -1,4 +1,5 @@
 export { type BackendCredentials, type BackendReceiver, type Endpoint, errorFromFrame } from './backend.ts'
+export type { DedicatedBackend } from './dedicated.ts'
 export type { Lease, LeaseRequest } from './lease.ts'
 export type { NotificationHub, NotificationListener } from './notifications.ts'
 export type { PoolStats } from './pool.ts'

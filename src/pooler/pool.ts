@@ -1,5 +1,4 @@
 import assert from 'node:assert'
-import net from 'node:net'
 import type { Logger } from '../log.ts'
 import { FixedQueue } from '../net/index.ts'
 import { frontend, PgError, SqlState } from '../protocol/index.ts'
@@ -9,6 +8,7 @@ import {
   type BackendReceiver,
   type Endpoint,
   type QueuedLease,
+  sendCancel,
 } from './backend.ts'
 import type { Lease, LeaseRequest } from './lease.ts'
 import { settingsDiffSql } from './settings.ts'
@@ -151,13 +151,9 @@ export class Pool {
 
   /** Asks the server to cancel what `conn` runs now, on a connection of its own. */
   cancelBackend(conn: BackendConn): void {
-    const { socketDir, host, port } = this.endpoint
-    const socket = socketDir
-      ? net.connect(`${socketDir}/.s.PGSQL.${port}`)
-      : net.connect({ host: host ?? '127.0.0.1', port })
-    socket.once('connect', () => socket.end(frontend.cancelRequest(conn.processId, conn.secretKey)))
-    socket.on('error', (error) => this.log.warn({ err: error.message }, 'cancel request failed'))
-    socket.setTimeout(this.options.connectTimeoutMs, () => socket.destroy())
+    sendCancel(this.endpoint, conn, this.options.connectTimeoutMs, (error) =>
+      this.log.warn({ err: error.message }, 'cancel request failed'),
+    )
   }
 
   snapshot(): PoolStats {

@@ -1,6 +1,7 @@
 import type { Logger } from '../log.ts'
 import { PgError, SqlState } from '../protocol/index.ts'
 import { BackendConn, type BackendCredentials, type Endpoint } from './backend.ts'
+import { DedicatedBackend } from './dedicated.ts'
 import type { LeaseRequest } from './lease.ts'
 import { NotificationHub } from './notifications.ts'
 import { Pool, type PoolOptions, type PoolStats } from './pool.ts'
@@ -72,6 +73,26 @@ export class Pooler {
   /** Remembers what backend logins of `user` may present (e.g. SCRAM keys from a client proof). */
   setCredentials(user: string, credentials: BackendCredentials): void {
     this.credentials.set(user, { ...this.credentials.get(user), ...credentials })
+  }
+
+  /**
+   * A backend of its own for a session that cannot be pooled (a replication
+   * connection): logged in with the session's startup parameters, released only by
+   * closing it.
+   */
+  async dedicated(
+    database: string,
+    user: string,
+    parameters: Record<string, string>,
+  ): Promise<DedicatedBackend> {
+    const { upstream } = this.options
+    const conn = await BackendConn.connect(
+      upstream,
+      { ...parameters, user, database },
+      this.backendCredentials(user),
+      this.options.connectTimeoutMs ?? 10_000,
+    )
+    return new DedicatedBackend(conn, upstream, this.log)
   }
 
   /** The shared LISTEN connection of `database` (created on first use). */
