@@ -1,7 +1,7 @@
 import assert from 'node:assert'
 import type net from 'node:net'
 import type { Logger } from '../log.ts'
-import { FixedQueue } from '../net/index.ts'
+import { Batch, FixedQueue } from '../net/index.ts'
 import {
   type BackendReceiver,
   errorFromFrame,
@@ -14,7 +14,6 @@ import {
 import {
   Backend,
   closeComplete,
-  commandComplete,
   errorResponse,
   FRONTEND_TYPE_LIMITS,
   type FrameHandler,
@@ -33,6 +32,14 @@ import {
   SqlState,
   TxStatus,
 } from '../protocol/index.ts'
+import {
+  changesSettings,
+  dropsAllStatements,
+  listenTag,
+  mayChangePins,
+  PIN_ROW,
+  SESSION_PROBE,
+} from './command-tags.ts'
 import { type CanonicalStatement, readCString, replaceCString, type StatementRegistry } from './statements.ts'
 
 /** What a client message expects back, in order. */
@@ -66,63 +73,6 @@ export interface SessionContext {
   pinnedIdleTimeoutMs: number
   log: Logger
   onClose(session: Session): void
-}
-
-/** Bytes gathered from one side, written to the other in one call at a batch boundary. */
-class Batch {
-  /** Frames come from a reused read buffer: what is taken must be a copy. */
-  private readonly copy: boolean
-  private parts: Buffer[] = []
-  private bytes = 0
-  /** The open run: a range of one chunk that grows while frames arrive back to back. */
-  private run: Buffer | null = null
-  private runStart = 0
-  private runEnd = 0
-
-  constructor(copy: boolean) {
-    this.copy = copy
-  }
-
-  get empty(): boolean {
-    return this.run === null && this.parts.length === 0
-  }
-
-  push(frame: Buffer): void {
-    const run = this.run
-    if (run !== null && frame.buffer === run.buffer && frame.byteOffset === run.byteOffset + this.runEnd) {
-      this.runEnd += frame.length
-      return
-    }
-    this.closeRun()
-    // Remember the frame as the start of a run over its underlying memory.
-    this.run = frame
-    this.runStart = 0
-    this.runEnd = frame.length
-  }
-
-  /** Everything gathered, as one buffer, and empties the batch. */
-  take(): Buffer | null {
-    this.closeRun()
-    const parts = this.parts
-    if (parts.length === 0) return null
-    const out =
-      parts.length > 1 ? Buffer.concat(parts, this.bytes) : this.copy ? Buffer.from(parts[0]) : parts[0]
-    this.parts = []
-    this.bytes = 0
-    return out
-  }
-
-  private closeRun(): void {
-    const run = this.run
-    if (run === null) return
-    const piece =
-      this.runEnd === run.length
-        ? run
-        : Buffer.from(run.buffer, run.byteOffset + this.runStart, this.runEnd - this.runStart)
-    this.parts.push(piece)
-    this.bytes += piece.length
-    this.run = null
-  }
 }
 
 /**
@@ -1075,63 +1025,6 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     if (!this.client.destroyed) this.client.destroySoon()
     this.ctx.onClose(this)
   }
-}
-
-/** Name of the probe row that counts pinning state (no setting has an empty name). */
-const PIN_ROW = ''
-
-/**
- * The settings this session set (by name as pg_settings spells it, with current values),
- * and one row counting what pins it to its backend: session advisory locks, WITH HOLD
- * cursors, SQL prepared statements, and relations in its temporary schema.
- */
-const SESSION_PROBE = `SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'
-UNION ALL SELECT '', ((SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid())
-  + (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable)
-  + (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql)
-  + (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema())
-  + (SELECT count(*) FROM pg_catalog.pg_listening_channels()))::text`
-
-/** CommandComplete tags of commands that may create or drop backend-bound state. */
-const PIN_TAGS = [
-  'CREATE',
-  'DROP',
-  'DECLARE',
-  'CLOSE',
-  'PREPARE',
-  'DEALLOCATE',
-  'DISCARD',
-  'LISTEN',
-  'UNLISTEN',
-]
-
-function mayChangePins(frame: Buffer): boolean {
-  const first = frame[5]
-  // Fast exit for the common tags (SELECT, INSERT, UPDATE, DELETE, BEGIN, COMMIT …).
-  if (first !== 0x43 && first !== 0x44 && first !== 0x50 && first !== 0x4c && first !== 0x55) return false
-  const tag = frame.toString('latin1', 5, frame.length - 1)
-  return PIN_TAGS.some((word) => tag === word || tag.startsWith(`${word} `))
-}
-
-/** CommandComplete tags after which settings may differ: SET, RESET, DISCARD …. */
-function changesSettings(frame: Buffer): boolean {
-  const first = frame[5]
-  if (first === 0x53) return frame[6] === 0x45 && frame[7] === 0x54 && frame[8] === 0 // SET
-  if (first === 0x52) return frame.toString('latin1', 5, 11) === 'RESET\0'
-  return first === 0x44 && frame.toString('latin1', 5, 12) === 'DISCARD'
-}
-
-const LISTEN_TAG = commandComplete('LISTEN')
-const UNLISTEN_TAG = commandComplete('UNLISTEN')
-
-function listenTag(statement: ListenStatement): Buffer {
-  return statement.listen ? LISTEN_TAG : UNLISTEN_TAG
-}
-
-/** CommandComplete of DISCARD ALL or DEALLOCATE ALL. */
-function dropsAllStatements(frame: Buffer): boolean {
-  const tag = frame.toString('latin1', 5, frame.length - 1)
-  return tag === 'DISCARD ALL' || tag === 'DEALLOCATE ALL'
 }
 
 /** Whether an ErrorResponse frame has severity FATAL or PANIC (its S field comes first). */

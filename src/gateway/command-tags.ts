@@ -1,0 +1,64 @@
+import { commandComplete, type ListenStatement } from '../protocol/index.ts'
+
+/**
+ * What the session learns from command tags, and the query that asks Postgres for the
+ * truth afterwards: cheap triggers first, Postgres decides (ARCHITECTURE.md, "Session
+ * state without modes").
+ */
+
+/** Name of the probe row that counts pinning state (no setting has an empty name). */
+export const PIN_ROW = ''
+
+/**
+ * The settings this session set (by name as pg_settings spells it, with current values),
+ * and one row counting what pins it to its backend: session advisory locks, WITH HOLD
+ * cursors, SQL prepared statements, and relations in its temporary schema.
+ */
+export const SESSION_PROBE = `SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'
+UNION ALL SELECT '', ((SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid())
+  + (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable)
+  + (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql)
+  + (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema())
+  + (SELECT count(*) FROM pg_catalog.pg_listening_channels()))::text`
+
+/** CommandComplete tags of commands that may create or drop backend-bound state. */
+const PIN_TAGS = [
+  'CREATE',
+  'DROP',
+  'DECLARE',
+  'CLOSE',
+  'PREPARE',
+  'DEALLOCATE',
+  'DISCARD',
+  'LISTEN',
+  'UNLISTEN',
+]
+
+export function mayChangePins(frame: Buffer): boolean {
+  const first = frame[5]
+  // Fast exit for the common tags (SELECT, INSERT, UPDATE, DELETE, BEGIN, COMMIT …).
+  if (first !== 0x43 && first !== 0x44 && first !== 0x50 && first !== 0x4c && first !== 0x55) return false
+  const tag = frame.toString('latin1', 5, frame.length - 1)
+  return PIN_TAGS.some((word) => tag === word || tag.startsWith(`${word} `))
+}
+
+/** CommandComplete tags after which settings may differ: SET, RESET, DISCARD …. */
+export function changesSettings(frame: Buffer): boolean {
+  const first = frame[5]
+  if (first === 0x53) return frame[6] === 0x45 && frame[7] === 0x54 && frame[8] === 0 // SET
+  if (first === 0x52) return frame.toString('latin1', 5, 11) === 'RESET\0'
+  return first === 0x44 && frame.toString('latin1', 5, 12) === 'DISCARD'
+}
+
+const LISTEN_TAG = commandComplete('LISTEN')
+const UNLISTEN_TAG = commandComplete('UNLISTEN')
+
+export function listenTag(statement: ListenStatement): Buffer {
+  return statement.listen ? LISTEN_TAG : UNLISTEN_TAG
+}
+
+/** CommandComplete of DISCARD ALL or DEALLOCATE ALL. */
+export function dropsAllStatements(frame: Buffer): boolean {
+  const tag = frame.toString('latin1', 5, frame.length - 1)
+  return tag === 'DISCARD ALL' || tag === 'DEALLOCATE ALL'
+}
