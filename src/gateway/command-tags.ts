@@ -10,16 +10,24 @@ import { commandComplete, type ListenStatement } from '../protocol/index.ts'
 export const PIN_ROW = ''
 
 /**
- * The settings this session set (by name as pg_settings spells it, with current values),
- * and one row counting what pins it to its backend: session advisory locks, WITH HOLD
- * cursors, SQL prepared statements, and relations in its temporary schema.
+ * The query that asks Postgres what a session of login role `user` holds: the settings
+ * it set (by name as pg_settings spells it, with current values; role and session
+ * authorization are hidden from pg_settings, so they are asked for by name when they
+ * differ from the login's), and one row counting what pins it to its backend: session
+ * advisory locks, WITH HOLD cursors, SQL prepared statements, relations in its temporary
+ * schema, channels it listens on.
  */
-export const SESSION_PROBE = `SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'
+export function sessionProbe(user: string): string {
+  const login = `'${user.replaceAll("'", "''")}'`
+  return `SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'
+UNION ALL SELECT 'session_authorization', session_user WHERE session_user <> ${login}
+UNION ALL SELECT 'role', pg_catalog.current_setting('role') WHERE pg_catalog.current_setting('role') <> 'none'
 UNION ALL SELECT '', ((SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid())
   + (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable)
   + (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql)
   + (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema())
   + (SELECT count(*) FROM pg_catalog.pg_listening_channels()))::text`
+}
 
 /** CommandComplete tags of commands that may create or drop backend-bound state. */
 const PIN_TAGS = [

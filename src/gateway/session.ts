@@ -38,7 +38,7 @@ import {
   listenTag,
   mayChangePins,
   PIN_ROW,
-  SESSION_PROBE,
+  sessionProbe,
 } from './command-tags.ts'
 import { type CanonicalStatement, readCString, replaceCString, type StatementRegistry } from './statements.ts'
 
@@ -903,7 +903,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     this.pinsDirty = false
     this.draining = true
     this.flushClient()
-    lease.query(SESSION_PROBE).then(
+    lease.query(sessionProbe(this.ctx.user)).then(
       ({ rows, error }) => {
         if (this.lease !== lease) return
         if (error !== null) {

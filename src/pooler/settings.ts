@@ -19,14 +19,21 @@ export function settingsDiffSql(
   wanted: ReadonlyMap<string, string>,
 ): string {
   const statements: string[] = []
-  const sets: string[] = []
-  for (const [name, value] of wanted) {
-    if (applied.get(name) !== value)
-      sets.push(`pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`)
-  }
-  if (sets.length > 0) statements.push(`SELECT ${sets.join(', ')}`)
+  // RESETs first, then sets with session_authorization ahead of the rest: changing the
+  // session authorization resets role, so role is set (again) after it.
   for (const name of applied.keys()) {
     if (!wanted.has(name)) statements.push(`RESET "${name.replaceAll('"', '""')}"`)
   }
+  const authorizationChanges = applied.get('session_authorization') !== wanted.get('session_authorization')
+  const ordered = [...wanted].sort(
+    ([a], [b]) => Number(b === 'session_authorization') - Number(a === 'session_authorization'),
+  )
+  const sets: string[] = []
+  for (const [name, value] of ordered) {
+    if (applied.get(name) !== value || (authorizationChanges && name === 'role')) {
+      sets.push(`pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`)
+    }
+  }
+  if (sets.length > 0) statements.push(`SELECT ${sets.join(', ')}`)
   return statements.join('; ')
 }

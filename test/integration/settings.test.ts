@@ -120,4 +120,27 @@ describe('session settings across a pool of 2', () => {
       return true
     })
   })
+
+  test('SET ROLE and SET SESSION AUTHORIZATION follow their session only', async () => {
+    await server.psql('CREATE ROLE reader NOLOGIN; CREATE ROLE alice NOLOGIN')
+    const a = await connect('role-a')
+    const b = await connect('role-b')
+    await a.query('SET SESSION AUTHORIZATION alice')
+    await b.query('SET ROLE reader')
+    for (let i = 0; i < 4; i++) {
+      const [ra, rb] = await Promise.all([
+        a.query('SELECT session_user AS s, current_user AS c'),
+        b.query('SELECT session_user AS s, current_user AS c'),
+      ])
+      assert.deepEqual(ra.rows[0], { s: 'alice', c: 'alice' })
+      assert.deepEqual(rb.rows[0], { s: 'postgres', c: 'reader' })
+    }
+    const fresh = await connect('role-fresh')
+    assert.deepEqual((await fresh.query('SELECT session_user AS s, current_user AS c')).rows[0], {
+      s: 'postgres',
+      c: 'postgres',
+    })
+    await a.query('RESET SESSION AUTHORIZATION')
+    await b.query('RESET ROLE')
+  })
 })

@@ -1,0 +1,55 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { settingsDiffSql, settingsKey } from './settings.ts'
+
+test('equal settings give equal keys whatever their order', () => {
+  assert.equal(
+    settingsKey(
+      new Map([
+        ['a', '1'],
+        ['b', '2'],
+      ]),
+    ),
+    settingsKey(
+      new Map([
+        ['b', '2'],
+        ['a', '1'],
+      ]),
+    ),
+  )
+  assert.notEqual(settingsKey(new Map([['a', '1']])), settingsKey(new Map([['a', '2']])))
+  assert.equal(settingsKey(new Map()), '')
+})
+
+test('the diff resets what is gone and sets what changed, quoting values', () => {
+  const sql = settingsDiffSql(
+    new Map([
+      ['work_mem', '4MB'],
+      ['search_path', 'a'],
+      ['application_name', 'x'],
+    ]),
+    new Map([
+      ['work_mem', '4MB'],
+      ['search_path', "b, 'c'"],
+    ]),
+  )
+  assert.equal(
+    sql,
+    `RESET "application_name"; SELECT pg_catalog.set_config('search_path', 'b, ''c''', false)`,
+  )
+  assert.equal(settingsDiffSql(new Map([['a', '1']]), new Map([['a', '1']])), '')
+})
+
+test('session_authorization is set before role, and role again when authorization changes', () => {
+  const sql = settingsDiffSql(
+    new Map([['role', 'reader']]),
+    new Map([
+      ['role', 'reader'],
+      ['session_authorization', 'alice'],
+    ]),
+  )
+  assert.equal(
+    sql,
+    "SELECT pg_catalog.set_config('session_authorization', 'alice', false), pg_catalog.set_config('role', 'reader', false)",
+  )
+})
