@@ -11,7 +11,7 @@ export const PIN_ROW = ''
 
 /**
  * The query that asks Postgres what a session of login role `user` holds: the settings
- * it set (by name as pg_settings spells it, with current values; role and session
+ * it set (names in lower case, as startup settings are kept, with current values; role and session
  * authorization are hidden from pg_settings, so they are asked for by name when they
  * differ from the login's), and one row counting what pins it to its backend: session
  * advisory locks, WITH HOLD cursors, SQL prepared statements, relations in its temporary
@@ -19,7 +19,7 @@ export const PIN_ROW = ''
  */
 export function sessionProbe(user: string): string {
   const login = `'${user.replaceAll("'", "''")}'`
-  return `SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'
+  return `SELECT pg_catalog.lower(name), pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'
 UNION ALL SELECT 'session_authorization', session_user WHERE session_user <> ${login}
 UNION ALL SELECT 'role', pg_catalog.current_setting('role') WHERE pg_catalog.current_setting('role') <> 'none'
 UNION ALL SELECT '', ((SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid())

@@ -143,4 +143,26 @@ describe('session settings across a pool of 2', () => {
     await a.query('RESET SESSION AUTHORIZATION')
     await b.query('RESET ROLE')
   })
+
+  test('a startup DateStyle survives a settings probe and moves with the session', async () => {
+    const client = new pg.Client({
+      host: '127.0.0.1',
+      port: gateway.port,
+      user: 'postgres',
+      database: 'postgres',
+      options: '-c DateStyle=Postgres,MDY',
+    })
+    await client.connect()
+    clients.push(client)
+    const other = await connect('datestyle-other')
+    // A SET makes the gateway ask Postgres for the session's settings, DateStyle included.
+    await client.query("SET work_mem = '3MB'")
+    for (let i = 0; i < 4; i++) {
+      await other.query("SET work_mem = '5MB'")
+      const { rows } = await client.query(
+        "SELECT current_setting('DateStyle') AS ds, to_date('20100309', 'YYYYMMDD')::text AS d",
+      )
+      assert.deepEqual(rows[0], { ds: 'Postgres, MDY', d: '03-09-2010' })
+    }
+  })
 })
