@@ -16,6 +16,8 @@ export interface TestGatewayOptions {
   idleTimeoutMs?: number
   pipelineDepth?: number
   pinnedIdleTimeoutMs?: number
+  /** Also listen on `<dir>/.s.PGSQL.<port>`. */
+  unixSocketDir?: string
 }
 
 /** A gateway on a random loopback port in front of `pg`, in this process. */
@@ -31,7 +33,7 @@ export async function startTestGateway(pg: TestPostgres, options: TestGatewayOpt
     : { socketDir: pg.socketDir, port: pg.port, user: 'postgres', database: 'postgres' }
   const config: GatewayConfig = {
     listen: { host: '127.0.0.1', port: 0 },
-    unixSocketDir: null,
+    unixSocketDir: options.unixSocketDir ?? null,
     upstream,
     pool: {
       maxSize: options.poolSize ?? 5,
