@@ -433,6 +433,8 @@ class PooledLease implements Lease, QueuedLease {
   private active = true
   private cancelWhenHead = false
   private whenHead: (() => void) | null = null
+  private queriesInFlight = 0
+  private afterQueries: (() => void) | null = null
 
   constructor(pool: Pool, conn: BackendConn, head: boolean) {
     this.pool = pool
@@ -480,6 +482,7 @@ class PooledLease implements Lease, QueuedLease {
   }
 
   release(): void {
+    if (this.deferredWhileQuerying(() => this.release())) return
     if (this.active && !this.head) {
       // Nothing of this lease's was sent (its session left while queued): step aside in turn.
       this.whenHead = () => this.release()
@@ -494,6 +497,7 @@ class PooledLease implements Lease, QueuedLease {
   }
 
   abandon(syncPoints: number, unsynced: boolean): void {
+    if (this.deferredWhileQuerying(() => this.abandon(syncPoints, unsynced))) return
     if (!this.active) return
     if (syncPoints === 0) {
       if (unsynced) this.releaseDirty(true)
@@ -518,11 +522,13 @@ class PooledLease implements Lease, QueuedLease {
   }
 
   releaseDirty(unsynced: boolean): void {
+    if (this.deferredWhileQuerying(() => this.releaseDirty(unsynced))) return
     if (!this.end()) return
     this.pool.reset(this.conn, unsynced)
   }
 
   discard(reason: string): void {
+    if (this.deferredWhileQuerying(() => this.discard(reason))) return
     if (!this.end()) return
     this.conn.destroy(new PgError(SqlState.AdminShutdown, reason))
   }
@@ -534,11 +540,30 @@ class PooledLease implements Lease, QueuedLease {
   }
 
   query(sql: string): Promise<QueryResult> {
-    if (this.head) return simpleQuery(this.conn, sql)
+    const run = () => {
+      this.queriesInFlight++
+      return simpleQuery(this.conn, sql).finally(() => {
+        if (--this.queriesInFlight > 0) return
+        const next = this.afterQueries
+        this.afterQueries = null
+        next?.()
+      })
+    }
+    if (this.head) return run()
     // Its replies would be taken for the head's: wait for this lease's turn.
     return new Promise((resolve, reject) => {
-      this.whenHead = () => simpleQuery(this.conn, sql).then(resolve, reject)
+      this.whenHead = () => run().then(resolve, reject)
     })
+  }
+
+  /**
+   * Ending the lease while an internal query is on the wire would hand its replies to
+   * whoever gets the backend next: the end waits for the query's ReadyForQuery.
+   */
+  private deferredWhileQuerying(end: () => void): boolean {
+    if (this.queriesInFlight === 0) return false
+    this.afterQueries = end
+    return true
   }
 
   setPinned(pinned: boolean): void {

@@ -17,6 +17,7 @@ describe('session settings across a pool of 2', () => {
   let server: TestPostgres
   let gateway: Gateway
   const clients: pg.Client[] = []
+  const extra: Gateway[] = []
 
   before(async () => {
     server = await startTestPostgres()
@@ -25,6 +26,7 @@ describe('session settings across a pool of 2', () => {
 
   after(async () => {
     await Promise.all(clients.map((client) => client.end().catch(() => {})))
+    for (const gw of extra) await gw.close()
     await gateway?.close()
     await server?.stop()
   })
@@ -164,5 +166,33 @@ describe('session settings across a pool of 2', () => {
       )
       assert.deepEqual(rows[0], { ds: 'Postgres, MDY', d: '03-09-2010' })
     }
+  })
+
+  test('a session that ends while its settings are being probed hands nothing to the next one', async () => {
+    // Regression: the lease used to end mid-probe, and the next session received the
+    // probe's replies or the settings query's (found by the regression suite).
+    const { port } = await startTestGateway(server, { poolSize: 1 }).then((gw) => {
+      extra.push(gw)
+      return gw
+    })
+    const run = async (name: string) => {
+      for (let round = 0; round < 15; round++) {
+        const client = new pg.Client({
+          host: '127.0.0.1',
+          port,
+          user: 'postgres',
+          database: 'postgres',
+          application_name: name,
+        })
+        await client.connect()
+        await client.query("SET datestyle = 'ISO, YMD'")
+        const { rows } = await client.query(`SELECT ${round} AS round, '${name}' AS who`)
+        assert.deepEqual(rows, [{ round, who: name }])
+        // End right after a SET: the gateway is still asking Postgres about it.
+        await client.query('RESET datestyle')
+        await client.end()
+      }
+    }
+    await Promise.all([run('first'), run('second'), run('third')])
   })
 })
