@@ -53,3 +53,28 @@ test('session_authorization is set before role, and role again when authorizatio
     "SELECT pg_catalog.set_config('session_authorization', 'alice', false), pg_catalog.set_config('role', 'reader', false)",
   )
 })
+
+test('identity is reset first and set last, so superuser-only settings move under it', () => {
+  const sql = settingsDiffSql(
+    new Map([
+      ['lo_compat_privileges', 'on'],
+      ['session_authorization', 'alice'],
+    ]),
+    new Map([['work_mem', '8MB']]),
+  )
+  assert.equal(
+    sql,
+    `RESET "session_authorization"; RESET "lo_compat_privileges"; SELECT pg_catalog.set_config('work_mem', '8MB', false)`,
+  )
+  const back = settingsDiffSql(
+    new Map(),
+    new Map([
+      ['session_authorization', 'alice'],
+      ['lo_compat_privileges', 'on'],
+    ]),
+  )
+  assert.equal(
+    back,
+    "SELECT pg_catalog.set_config('lo_compat_privileges', 'on', false), pg_catalog.set_config('session_authorization', 'alice', false)",
+  )
+})

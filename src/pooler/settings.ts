@@ -19,15 +19,16 @@ export function settingsDiffSql(
   wanted: ReadonlyMap<string, string>,
 ): string {
   const statements: string[] = []
-  // RESETs first, then sets with session_authorization ahead of the rest: changing the
-  // session authorization resets role, so role is set (again) after it.
-  for (const name of applied.keys()) {
+  // Identity goes back to the login's first (a RESET of a superuser-only setting fails
+  // under a non-superuser authorization) and is set last (setting it resets role, and
+  // what comes after it runs with its privileges): role follows session_authorization.
+  const identityFirst = (name: string) => (name === 'role' ? 0 : name === 'session_authorization' ? 1 : 2)
+  for (const name of [...applied.keys()].sort((a, b) => identityFirst(a) - identityFirst(b))) {
     if (!wanted.has(name)) statements.push(`RESET "${name.replaceAll('"', '""')}"`)
   }
   const authorizationChanges = applied.get('session_authorization') !== wanted.get('session_authorization')
-  const ordered = [...wanted].sort(
-    ([a], [b]) => Number(b === 'session_authorization') - Number(a === 'session_authorization'),
-  )
+  const identityLast = (name: string) => (name === 'session_authorization' ? 1 : name === 'role' ? 2 : 0)
+  const ordered = [...wanted].sort(([a], [b]) => identityLast(a) - identityLast(b))
   const sets: string[] = []
   for (const [name, value] of ordered) {
     if (applied.get(name) !== value || (authorizationChanges && name === 'role')) {
