@@ -82,9 +82,4 @@ export class ReportedParameters {
       })
     })
   }
-
-  /** Forgets every probe, e.g. after the upstream server changed. */
-  clear(): void {
-    this.cache.clear()
-  }
 }

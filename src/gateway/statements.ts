@@ -58,10 +58,6 @@ export class StatementRegistry {
     }
     return statement
   }
-
-  get size(): number {
-    return this.byBody.size
-  }
 }
 
 /** Reads the NUL-terminated string at `offset`; returns it and the offset after its NUL. */

@@ -11,10 +11,7 @@ function codeOnly(type: number): Buffer {
 }
 
 export const parseComplete = codeOnly(Backend.ParseComplete)
-export const bindComplete = codeOnly(Backend.BindComplete)
 export const closeComplete = codeOnly(Backend.CloseComplete)
-export const noData = codeOnly(Backend.NoData)
-export const emptyQueryResponse = codeOnly(Backend.EmptyQueryResponse)
 
 /** ReadyForQuery frames for each transaction status, keyed by the status byte. */
 export const readyForQuery: Record<number, Buffer> = {
@@ -27,10 +24,6 @@ export const authenticationOk = new MessageWriter(Backend.Authentication, 9).int
 
 export function authenticationMd5(salt: Buffer): Buffer {
   return new MessageWriter(Backend.Authentication, 13).int32(AuthCode.MD5Password).bytes(salt).finish()
-}
-
-export function authenticationCleartext(): Buffer {
-  return new MessageWriter(Backend.Authentication, 9).int32(AuthCode.CleartextPassword).finish()
 }
 
 export function authenticationSasl(mechanisms: readonly string[]): Buffer {
