@@ -231,6 +231,34 @@ export class BackendConn implements FrameHandler {
   }
 }
 
+/**
+ * What a session's handle on a backend does to the socket itself, shared by pooled
+ * leases and dedicated backends: write, wait for drain, and pause or resume reading.
+ */
+export class BackendHandle {
+  protected readonly conn: BackendConn
+
+  constructor(conn: BackendConn) {
+    this.conn = conn
+  }
+
+  send(data: Buffer): boolean {
+    return this.conn.write(data)
+  }
+
+  onDrain(callback: () => void): void {
+    this.conn.socket.once('drain', callback)
+  }
+
+  pause(): void {
+    this.conn.socket.pause()
+  }
+
+  resume(): void {
+    this.conn.socket.resume()
+  }
+}
+
 /** Asks the server to cancel what `conn` runs now, on a connection of its own. */
 export function sendCancel(
   endpoint: Endpoint,

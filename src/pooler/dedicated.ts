@@ -1,17 +1,22 @@
 import type { Logger } from '../log.ts'
-import { type BackendConn, type BackendReceiver, type Endpoint, sendCancel } from './backend.ts'
+import {
+  type BackendConn,
+  BackendHandle,
+  type BackendReceiver,
+  type Endpoint,
+  sendCancel,
+} from './backend.ts'
 
 /**
  * A backend that belongs to one session for its whole life, outside every pool: for
  * what cannot be pooled at all, such as replication connections. Bytes pass through.
  */
-export class DedicatedBackend {
-  private readonly conn: BackendConn
+export class DedicatedBackend extends BackendHandle {
   private readonly endpoint: Endpoint
   private readonly log: Logger
 
   constructor(conn: BackendConn, endpoint: Endpoint, log: Logger) {
-    this.conn = conn
+    super(conn)
     this.endpoint = endpoint
     this.log = log
     conn.state = 'leased'
@@ -24,22 +29,6 @@ export class DedicatedBackend {
 
   attach(receiver: BackendReceiver): void {
     this.conn.receiver = receiver
-  }
-
-  send(data: Buffer): boolean {
-    return this.conn.write(data)
-  }
-
-  onDrain(callback: () => void): void {
-    this.conn.socket.once('drain', callback)
-  }
-
-  pause(): void {
-    this.conn.socket.pause()
-  }
-
-  resume(): void {
-    this.conn.socket.resume()
   }
 
   cancel(): void {

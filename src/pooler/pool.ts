@@ -5,6 +5,7 @@ import { frontend, PgError, SqlState } from '../protocol/index.ts'
 import {
   BackendConn,
   type BackendCredentials,
+  BackendHandle,
   type BackendReceiver,
   type Endpoint,
   type QueuedLease,
@@ -424,9 +425,8 @@ function syncThenQuery(conn: BackendConn, sql: string): Promise<QueryResult> {
 }
 
 /** The in-process lease: direct calls on the pooled connection. */
-class PooledLease implements Lease, QueuedLease {
+class PooledLease extends BackendHandle implements Lease, QueuedLease {
   private readonly pool: Pool
-  private readonly conn: BackendConn
   receiver: BackendReceiver | null = null
   /** The backend answers this lease now (else it waits behind others). */
   private head: boolean
@@ -437,8 +437,8 @@ class PooledLease implements Lease, QueuedLease {
   private afterQueries: (() => void) | null = null
 
   constructor(pool: Pool, conn: BackendConn, head: boolean) {
+    super(conn)
     this.pool = pool
-    this.conn = conn
     this.head = head
   }
 
@@ -463,22 +463,6 @@ class PooledLease implements Lease, QueuedLease {
     const whenHead = this.whenHead
     this.whenHead = null
     whenHead?.()
-  }
-
-  send(data: Buffer): boolean {
-    return this.conn.write(data)
-  }
-
-  onDrain(callback: () => void): void {
-    this.conn.socket.once('drain', callback)
-  }
-
-  pause(): void {
-    this.conn.socket.pause()
-  }
-
-  resume(): void {
-    this.conn.socket.resume()
   }
 
   release(): void {
