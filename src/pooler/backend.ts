@@ -85,8 +85,6 @@ export class BackendConn implements FrameHandler {
   receiver: BackendReceiver | null = null
   /** Leases pipelined behind the head, in the order their requests were written. */
   readonly queued: QueuedLease[] = []
-  /** The last lease in line promised to end idle after its replies: another may queue behind it. */
-  pipelineOpen = false
   /** Its session keeps it between transactions (statistics only). */
   pinned = false
   /** When it was last granted or last finished a batch (performance.now()). */

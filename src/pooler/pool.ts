@@ -89,8 +89,6 @@ export class Pool {
     backendsClosed: 0,
     leasesPipelined: 0,
   }
-  /** ParameterStatus values of the first login, what a fresh backend reports. */
-  loginParameters: Map<string, string> | null = null
 
   constructor(
     database: string,
@@ -244,13 +242,11 @@ export class Pool {
       this.grantQueued(conn, waiter.request)
       return
     }
-    conn.pipelineOpen = true
     this.pipelinable.add(conn)
   }
 
   /** Grants a lease behind the ones `conn` already serves. */
   private grantQueued(conn: BackendConn, request: LeaseRequest): void {
-    conn.pipelineOpen = false
     this.pipelinable.delete(conn)
     this.stats.leasesGranted++
     this.stats.leasesPipelined++
@@ -263,7 +259,6 @@ export class Pool {
   giveBack(conn: BackendConn): void {
     if (conn.advance()) return
     conn.receiver = null
-    conn.pipelineOpen = false
     this.pipelinable.delete(conn)
     if (conn.state === 'closed') return
     conn.state = 'idle'
@@ -308,7 +303,6 @@ export class Pool {
       (conn) => {
         this.connecting--
         this.stats.backendsOpened++
-        this.loginParameters ??= new Map(conn.parameters)
         this.all.add(conn)
         conn.setCloseListener((closed, error) => this.forget(closed, error))
         if (this.closed) {
