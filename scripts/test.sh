@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # The project's test command: type-check, lint, unit tests, integration tests against
-# real Postgres instances the tests start themselves.
+# real Postgres instances the tests start themselves, then the PostgreSQL regression
+# suite directly and through a gateway (strict: a test that passes directly must pass
+# through Tidepool). TIDEPOOL_SKIP_REGRESS=1 leaves the regression suite out.
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 cd "$tidepool_root"
-exec npm test
+npm test
+if [ "${TIDEPOOL_SKIP_REGRESS:-0}" != 1 ]; then
+  npm run test:regress -- --strict
+fi

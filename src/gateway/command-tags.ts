@@ -1,3 +1,4 @@
+import { quoteLiteral } from '../pooler/index.ts'
 import { commandComplete, type ListenStatement } from '../protocol/index.ts'
 
 /**
@@ -17,9 +18,17 @@ export const PIN_ROW = ''
  * advisory locks, WITH HOLD cursors, SQL prepared statements, relations in its temporary
  * schema, channels it listens on.
  */
-export function sessionProbe(user: string): string {
-  const login = `'${user.replaceAll("'", "''")}'`
-  return `SELECT pg_catalog.lower(name), pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'
+export function sessionProbe(user: string, customSettings: Iterable<string> = []): string {
+  const login = quoteLiteral(user)
+  const custom = [...customSettings].map(quoteLiteral)
+  // Placeholder settings (a dotted name no loaded module defines) are in no view.
+  const placeholders =
+    custom.length === 0
+      ? ''
+      : `
+UNION ALL SELECT n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[${custom.join(', ')}]::text[]) n
+  WHERE pg_catalog.current_setting(n, true) IS NOT NULL AND n NOT IN (SELECT name FROM pg_catalog.pg_settings)`
+  return `SELECT pg_catalog.lower(name), pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'${placeholders}
 UNION ALL SELECT 'session_authorization', session_user WHERE session_user <> ${login}
 UNION ALL SELECT 'role', pg_catalog.current_setting('role') WHERE pg_catalog.current_setting('role') <> 'none'
 UNION ALL SELECT '', ((SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid())
@@ -63,6 +72,12 @@ const UNLISTEN_TAG = commandComplete('UNLISTEN')
 
 export function listenTag(statement: ListenStatement): Buffer {
   return statement.listen ? LISTEN_TAG : UNLISTEN_TAG
+}
+
+/** CommandComplete of DISCARD SEQUENCES or DISCARD ALL: currval and lastval are gone. */
+export function dropsSequenceState(frame: Buffer): boolean {
+  const tag = frame.toString('latin1', 5, frame.length - 1)
+  return tag === 'DISCARD ALL' || tag === 'DISCARD SEQUENCES'
 }
 
 /** CommandComplete of DISCARD ALL or DEALLOCATE ALL. */

@@ -14,6 +14,7 @@ import {
 import {
   Backend,
   closeComplete,
+  customSettingNames,
   errorResponse,
   FRONTEND_TYPE_LIMITS,
   type FrameHandler,
@@ -24,6 +25,7 @@ import {
   isPipelineSafe,
   type ListenStatement,
   mayPin,
+  mentionsSequenceFunction,
   mentionsSetConfig,
   PgError,
   parseComplete,
@@ -35,6 +37,7 @@ import {
 import {
   changesSettings,
   dropsAllStatements,
+  dropsSequenceState,
   listenTag,
   mayChangePins,
   PIN_ROW,
@@ -141,6 +144,13 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
   private pinsDirty = false
   /** Postgres holds state of this session that cannot move: the lease is kept between transactions. */
   private pinned = false
+  /**
+   * The session called a sequence function by name: its backend holds currval and
+   * lastval for it, which Postgres cannot report or move, until DISCARD SEQUENCES or ALL.
+   */
+  private sequenceState = false
+  /** Custom (dotted) settings the session named; the probe asks for them by name. */
+  private readonly customSettings = new Set<string>()
   /** Ends the session when it stays idle while pinned (see pinnedIdleTimeoutMs). */
   private pinnedIdleTimer: NodeJS.Timeout | null = null
   /** Channels this session listens to through the pooler's shared listening connection. */
@@ -422,8 +432,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         this.unnamed = null
         this.unnamedHere = false
         if (this.batchSafe && this.ctx.pipelining) this.batchSafe = isPipelineSafe(frame, 5)
-        if (mentionsSetConfig(frame, 5)) this.settingsDirty = true
-        if (mayPin(frame, 5)) this.pinsDirty = true
+        this.noteText(frame, 5, frame.length)
         this.endBatch(Kind.Query, frame)
         return
       case Frontend.FunctionCall:
@@ -526,8 +535,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         this.unnamedSafe = isPipelineSafe(frame, bodyStart)
         this.batchSafe &&= this.unnamedSafe
       }
-      if (mentionsSetConfig(frame, bodyStart)) this.settingsDirty = true
-      if (mayPin(frame, bodyStart)) this.pinsDirty = true
+      this.noteText(frame, bodyStart, frame.indexOf(0, bodyStart))
       this.unnamed = Buffer.from(frame)
       this.unnamedHere = true
       this.expect(Kind.Parse, Action.Forward)
@@ -570,8 +578,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     const statement = this.resolveStatement(frame.toString('utf8', portalEnd + 1, nameEnd))
     if (statement === null) return
     this.batchSafe &&= statement.pipelineSafe
-    if (statement.setsConfig) this.settingsDirty = true
-    if (statement.mayPin) this.pinsDirty = true
+    this.noteStatement(statement)
     this.expect(Kind.Bind, Action.Forward)
     this.toBackend.push(replaceCString(frame, portalEnd + 1, nameEnd, statement.name))
   }
@@ -741,6 +748,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
       case Backend.CommandComplete:
         if (changesSettings(frame)) this.settingsDirty = true
         if (mayChangePins(frame)) this.pinsDirty = true
+        if (dropsSequenceState(frame)) this.sequenceState = false
         if (dropsAllStatements(frame)) {
           // Every prepared statement on the backend is gone, the canonical ones other
           // sessions rely on included, and, as in Postgres, this session's names.
@@ -791,6 +799,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
   onBackendClosed(error: Error, unserved: boolean): void {
     if (this.lease === null) return
     this.lease = null
+    this.sequenceState = false
     if (this.pinned) {
       // What pinned the session (temporary tables, locks, cursors) died with the backend.
       this.pinned = false
@@ -891,6 +900,32 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     }
   }
 
+  /** What the SQL text in [start, end) of a frame may do to session state: cheap triggers for the probe. */
+  private noteText(frame: Buffer, start: number, end: number): void {
+    if (mentionsSetConfig(frame, start, end)) this.settingsDirty = true
+    if (mayPin(frame, start, end)) this.pinsDirty = true
+    if (mentionsSequenceFunction(frame, start, end)) this.noteSequenceUse()
+    for (const name of customSettingNames(frame, start, end)) this.noteCustomSetting(name)
+  }
+
+  /** The same triggers for a prepared statement, judged once when it was interned. */
+  private noteStatement(statement: CanonicalStatement): void {
+    if (statement.setsConfig) this.settingsDirty = true
+    if (statement.mayPin) this.pinsDirty = true
+    if (statement.usesSequences) this.noteSequenceUse()
+    for (const name of statement.customSettings) this.noteCustomSetting(name)
+  }
+
+  private noteSequenceUse(): void {
+    this.sequenceState = true
+    this.pinsDirty = true
+  }
+
+  private noteCustomSetting(name: string): void {
+    // Bounded: a session that names settings without end asks for the first ones only.
+    if (this.customSettings.size < MAX_CUSTOM_SETTINGS) this.customSettings.add(name)
+  }
+
   /**
    * Asks Postgres, in one query before the lease ends, which settings this session now
    * has (SET LOCAL and SETs of rolled-back transactions are gone by now, set_config ones
@@ -903,7 +938,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     this.pinsDirty = false
     this.draining = true
     this.flushClient()
-    lease.query(sessionProbe(this.ctx.user)).then(
+    lease.query(sessionProbe(this.ctx.user, this.customSettings)).then(
       ({ rows, error }) => {
         if (this.lease !== lease) return
         if (error !== null) {
@@ -929,7 +964,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         this.settings = wanted
         this.settingsKey = wanted.size === applied.size ? appliedKey : settingsKey(wanted)
         lease.setSettings(applied, appliedKey)
-        this.setPinned(pins > 0, lease)
+        this.setPinned(pins > 0 || this.sequenceState, lease)
         if (this.pinned) {
           this.draining = false
           this.sendPending()
@@ -1038,3 +1073,6 @@ const CLIENT_STREAM_TYPES = [Frontend.CopyData]
 
 /** Client bytes a waiting session buffers before it stops reading its socket. */
 const MAX_PENDING_BYTES = 1 << 20
+
+/** Most custom setting names one session's probe asks for. */
+const MAX_CUSTOM_SETTINGS = 64

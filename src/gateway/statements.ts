@@ -1,4 +1,11 @@
-import { Frontend, isPipelineSafe, mayPin, mentionsSetConfig } from '../protocol/index.ts'
+import {
+  customSettingNames,
+  Frontend,
+  isPipelineSafe,
+  mayPin,
+  mentionsSequenceFunction,
+  mentionsSetConfig,
+} from '../protocol/index.ts'
 
 /**
  * A prepared statement as backends know it: one canonical name per distinct
@@ -16,6 +23,10 @@ export interface CanonicalStatement {
   readonly setsConfig: boolean
   /** Its text may create state that pins a session to its backend (see mayPin). */
   readonly mayPin: boolean
+  /** Its text calls a sequence function by name (see mentionsSequenceFunction). */
+  readonly usesSequences: boolean
+  /** The custom settings its text names (see customSettingNames). */
+  readonly customSettings: readonly string[]
   /**
    * A backend of this pool prepared it successfully once: the text parses, so a later
    * Parse of it can be acknowledged without a backend (it is prepared where needed).
@@ -52,6 +63,8 @@ export class StatementRegistry {
         pipelineSafe: isPipelineSafe(body, 0, textEnd),
         setsConfig: mentionsSetConfig(body, 0, textEnd),
         mayPin: mayPin(body, 0, textEnd),
+        usesSequences: mentionsSequenceFunction(body, 0, textEnd),
+        customSettings: customSettingNames(body, 0, textEnd),
         validated: false,
       }
       this.byBody.set(key, statement)

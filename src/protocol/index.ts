@@ -5,7 +5,15 @@ export * from './framer.ts'
 export * as frontend from './frontend.ts'
 export * from './md5.ts'
 export * from './scram.ts'
-export { isPipelineSafe, type ListenStatement, mayPin, mentionsSetConfig, parseListen } from './sql-lexer.ts'
+export {
+  customSettingNames,
+  isPipelineSafe,
+  type ListenStatement,
+  mayPin,
+  mentionsSequenceFunction,
+  mentionsSetConfig,
+  parseListen,
+} from './sql-lexer.ts'
 export * from './sqlstate.ts'
 export * from './startup.ts'
 export * from './writer.ts'

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { isPipelineSafe, parseListen } from './sql-lexer.ts'
+import { customSettingNames, isPipelineSafe, mentionsSequenceFunction, parseListen } from './sql-lexer.ts'
 
 const safe = (sql: string) => isPipelineSafe(Buffer.from(sql))
 
@@ -61,4 +61,29 @@ test('LISTEN and UNLISTEN statements are recognised, alone or in a list', () => 
   assert.equal(parse('LISTEN a; SELECT 1'), null)
   assert.equal(parse('LISTEN a b'), null)
   assert.equal(parse('LISTEN "unterminated'), null)
+})
+
+test('calls of sequence functions are noticed in any letter case', () => {
+  const mentions = (sql: string) => mentionsSequenceFunction(Buffer.from(sql))
+  assert.equal(mentions("SELECT nextval('s')"), true)
+  assert.equal(mentions("select CURRVAL('s')"), true)
+  assert.equal(mentions('SELECT LastVal()'), true)
+  assert.equal(mentions("SELECT pg_catalog.setval('s', 5)"), true)
+  assert.equal(mentions('INSERT INTO t (val) VALUES (1)'), false)
+  assert.equal(mentions('SELECT interval_val FROM t'), false)
+  assert.equal(mentions('SELECT 1'), false)
+})
+
+test('custom setting names are taken from SET, RESET and set_config', () => {
+  const names = (sql: string) => customSettingNames(Buffer.from(sql))
+  assert.deepEqual(names("SET myapp.tenant = 'a'"), ['myapp.tenant'])
+  assert.deepEqual(names('set session "MyApp"."Tenant" to 1; RESET other.x'), ['myapp.tenant', 'other.x'])
+  assert.deepEqual(names("SET LOCAL a.b = 1; SET work_mem = '1MB'"), ['a.b'])
+  assert.deepEqual(
+    names("SELECT set_config('app.user', 'x', false), pg_catalog.set_config('App.Role', 'y', false)"),
+    ['app.user', 'app.role'],
+  )
+  assert.deepEqual(names("UPDATE t SET a = b.c WHERE d = 'SET x.y'"), [])
+  assert.deepEqual(names("SELECT $$ SET a.b = 1 $$, E'SET c.d'"), [])
+  assert.deepEqual(names('SET "unterminated.x'), [])
 })

@@ -376,6 +376,140 @@ export function mayPin(sql: Buffer, start = 0, end = sql.length): boolean {
   return false
 }
 
+const SEQUENCE_FUNCTIONS = ['nextval', 'currval', 'lastval', 'setval']
+
+/**
+ * Whether the query text in [start, end) may call nextval, currval, lastval or setval by
+ * name: sequence state a session keeps in its backend (currval, lastval) and Postgres
+ * cannot report. Case-insensitive; a match inside a string literal counts too.
+ */
+export function mentionsSequenceFunction(sql: Buffer, start = 0, end = sql.length): boolean {
+  let at = start
+  while (at < end) {
+    // Every name ends in "val"; look for that, then at the letters before it.
+    let found = -1
+    for (const needle of VAL_NEEDLES) {
+      const i = sql.indexOf(needle, at)
+      if (i >= 0 && i < end && (found < 0 || i < found)) found = i
+    }
+    if (found < 0) return false
+    for (const name of SEQUENCE_FUNCTIONS) {
+      const from = found + 3 - name.length
+      if (from >= start && sql.toString('latin1', from, found + 3).toLowerCase() === name) return true
+    }
+    at = found + 1
+  }
+  return false
+}
+
+const VAL_NEEDLES = ['val', 'VAL', 'Val'].map((word) => Buffer.from(word))
+
+/**
+ * The custom (dotted) setting names that the query text in [start, end) SETs or RESETs
+ * or passes to set_config as a literal, lower-cased. Postgres lists placeholder settings
+ * such as `myapp.tenant` nowhere (not in pg_settings, not in SHOW ALL), so the session
+ * remembers the names it used and asks for them by name.
+ */
+export function customSettingNames(sql: Buffer, start = 0, end = sql.length): string[] {
+  const names: string[] = []
+  const dot = sql.indexOf(0x2e, start)
+  if (dot < 0 || dot >= end) return names
+  /** The previous token was SET or RESET, or SESSION/LOCAL right after one. */
+  let afterSet = false
+  /** 1: the previous token was set_config; 2: its "(" followed. */
+  let setConfig = 0
+  let i = start
+  while (i < end) {
+    const byte = sql[i]
+    if (byte === 0) break
+    if (isSpace(byte)) {
+      i++
+      continue
+    }
+    if (byte === 0x2d && sql[i + 1] === 0x2d) {
+      i = skipLineComment(sql, i, end)
+      continue
+    }
+    if (byte === 0x2f && sql[i + 1] === 0x2a) {
+      i = skipBlockComment(sql, i, end)
+      if (i < 0) break
+      continue
+    }
+    if ((byte === 0x45 || byte === 0x65) && sql[i + 1] === 0x27) {
+      i = skipQuoted(sql, i + 1, end, 0x27, true)
+      if (i < 0) break
+      afterSet = false
+      setConfig = 0
+      continue
+    }
+    if (isIdentStart(byte) || byte === 0x22) {
+      const name = readQualifiedName(sql, i, end)
+      if (name === null) break
+      i = name.end
+      if (afterSet) {
+        if (name.text.includes('.')) names.push(name.text)
+        afterSet = name.text === 'session' || name.text === 'local'
+      } else afterSet = name.text === 'set' || name.text === 'reset'
+      setConfig = name.text === 'set_config' || name.text === 'pg_catalog.set_config' ? 1 : 0
+      continue
+    }
+    afterSet = false
+    if (byte === 0x28 && setConfig === 1) {
+      setConfig = 2
+      i++
+      continue
+    }
+    if (byte === 0x27) {
+      const close = skipQuoted(sql, i, end, 0x27, false)
+      if (close < 0) break
+      if (setConfig === 2) {
+        const literal = sql
+          .toString('utf8', i + 1, close - 1)
+          .replaceAll("''", "'")
+          .toLowerCase()
+        if (literal.includes('.')) names.push(literal)
+      }
+      setConfig = 0
+      i = close
+      continue
+    }
+    setConfig = 0
+    if (byte === 0x24 && !(sql[i + 1] >= 0x30 && sql[i + 1] <= 0x39)) {
+      i = skipDollarQuoted(sql, i, end)
+      if (i < 0) break
+      continue
+    }
+    i++
+  }
+  return names
+}
+
+/** A name such as `a`, `"A b".c` or `a.b.c` starting at `i`, lower-cased; null if a quote is unterminated. */
+function readQualifiedName(sql: Buffer, i: number, end: number): { text: string; end: number } | null {
+  const parts: string[] = []
+  for (;;) {
+    if (sql[i] === 0x22) {
+      const close = skipQuoted(sql, i, end, 0x22, false)
+      if (close < 0) return null
+      parts.push(
+        sql
+          .toString('utf8', i + 1, close - 1)
+          .replaceAll('""', '"')
+          .toLowerCase(),
+      )
+      i = close
+    } else {
+      let j = i + 1
+      while (j < end && isIdentChar(sql[j])) j++
+      parts.push(sql.toString('utf8', i, j).toLowerCase())
+      i = j
+    }
+    if (sql[i] !== 0x2e || i + 1 >= end || !(isIdentStart(sql[i + 1]) || sql[i + 1] === 0x22)) break
+    i++
+  }
+  return { text: parts.join('.'), end: i }
+}
+
 /** A LISTEN or UNLISTEN statement; `channel` null is UNLISTEN *. */
 export interface ListenStatement {
   listen: boolean

@@ -1,6 +1,6 @@
 /**
  * State only a backend can hold (temporary tables, session advisory locks, WITH HOLD
- * cursors, SQL PREPARE) pins a session to its backend while Postgres holds it, and the
+ * cursors, SQL PREPARE, currval/lastval) pins a session to its backend while Postgres holds it, and the
  * session returns to pooling once it is gone. 20 sessions share a pool of 2; one session
  * at a time holds a pin while the others keep running.
  */
@@ -135,6 +135,34 @@ describe('pins across a pool of 2', () => {
       assert.equal((await client.query(`EXECUTE plus_one(${i})`)).rows[0].v, i + 1)
     }
     await client.query('DEALLOCATE plus_one')
+    await pinnedBecomes(0)
+  })
+
+  test('currval and lastval stay with the session that called nextval, until DISCARD SEQUENCES', async () => {
+    await others[0].query('CREATE SEQUENCE IF NOT EXISTS pin_seq')
+    const caller = await connect()
+    const first = Number((await caller.query("SELECT nextval('pin_seq') AS v")).rows[0].v)
+    await pinnedBecomes(1)
+    await churn(async (client) => {
+      // Other sessions never called nextval: Postgres refuses currval for them (55000).
+      await assert.rejects(
+        client.query("SELECT currval('pin_seq')"),
+        (error: { code?: string }) => error.code === '55000',
+      )
+      await client.query("SELECT nextval('pin_seq')")
+      await client.query('DISCARD SEQUENCES')
+    })
+    assert.equal(Number((await caller.query("SELECT currval('pin_seq') AS v")).rows[0].v), first)
+    assert.equal(Number((await caller.query('SELECT lastval() AS v')).rows[0].v), first)
+    await caller.query('DISCARD SEQUENCES')
+    await pinnedBecomes(0)
+    await assert.rejects(
+      caller.query('SELECT lastval()'),
+      (error: { code?: string }) => error.code === '55000',
+    )
+    // Naming a sequence function pins again, even in a statement that fails.
+    await pinnedBecomes(1)
+    await caller.end()
     await pinnedBecomes(0)
   })
 

@@ -75,6 +75,27 @@ describe('session settings across a pool of 2', () => {
     }
   })
 
+  test('custom settings (myapp.tenant) follow their session, though Postgres lists them nowhere', async () => {
+    const sessions = await Promise.all(Array.from({ length: SESSIONS }, (_, i) => connect(`custom-${i}`)))
+    await Promise.all(
+      sessions.map(async (client, i) => {
+        if (i % 2 === 0) await client.query(`SET myapp.tenant = 'tenant-${i}'`)
+        else await client.query(`SELECT set_config('myapp.tenant', 'tenant-${i}', false)`)
+      }),
+    )
+    const tenant = async (client: pg.Client) =>
+      (await client.query("SELECT current_setting('myapp.tenant', true) AS t")).rows[0].t
+    for (let round = 0; round < ROUNDS; round++) {
+      await Promise.all(sessions.map(async (client, i) => assert.equal(await tenant(client), `tenant-${i}`)))
+    }
+    await sessions[0].query('RESET myapp.tenant')
+    for (let i = 0; i < 4; i++) assert.equal(await tenant(sessions[0]), '')
+    // A session that never set it sees no tenant: none, or the empty value of a
+    // placeholder another session created on the same backend.
+    const fresh = await connect('fresh-custom')
+    for (let i = 0; i < 4; i++) assert.ok([null, ''].includes(await tenant(fresh)))
+  })
+
   test('SET LOCAL and SETs of rolled-back transactions are gone; committed ones stay', async () => {
     const client = await connect('tx')
     const other = await connect('other')
