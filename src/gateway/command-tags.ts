@@ -59,11 +59,15 @@ export function mayChangePins(frame: Buffer): boolean {
   return PIN_TAGS.some((word) => tag === word || tag.startsWith(`${word} `))
 }
 
-/** CommandComplete tags after which settings may differ: SET, RESET, DISCARD …. */
+/**
+ * CommandComplete tags after which settings may differ: SET, RESET, DISCARD …, and
+ * LOAD (a module that claims a prefix removes the placeholders under it).
+ */
 export function changesSettings(frame: Buffer): boolean {
   const first = frame[5]
   if (first === 0x53) return frame[6] === 0x45 && frame[7] === 0x54 && frame[8] === 0 // SET
   if (first === 0x52) return frame.toString('latin1', 5, 11) === 'RESET\0'
+  if (first === 0x4c) return frame.toString('latin1', 5, 10) === 'LOAD\0'
   return first === 0x44 && frame.toString('latin1', 5, 12) === 'DISCARD'
 }
 

@@ -66,6 +66,7 @@ export class ReportedParameters {
       this.pooler.acquire(database, user, {
         settings,
         settingsKey,
+        customSettingNames: new Set([...settings.keys()].filter((name) => name.includes('.'))),
         onLease(lease) {
           lease.query(PROBE_SQL).then(
             ({ rows, error }) => {

@@ -150,7 +150,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
    */
   private sequenceState = false
   /** Custom (dotted) settings the session named; the probe asks for them by name. */
-  private readonly customSettings = new Set<string>()
+  readonly customSettingNames = new Set<string>()
   /** Ends the session when it stays idle while pinned (see pinnedIdleTimeoutMs). */
   private pinnedIdleTimer: NodeJS.Timeout | null = null
   /** Channels this session listens to through the pooler's shared listening connection. */
@@ -180,6 +180,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     this.secretKey = secretKey
     this.settings = new Map(ctx.settings)
     this.settingsKey = ctx.settingsKey
+    for (const name of ctx.settings.keys()) if (name.includes('.')) this.customSettingNames.add(name)
     this.framer = new Framer(this, { streamTypes: CLIENT_STREAM_TYPES, typeLimits: FRONTEND_TYPE_LIMITS })
   }
 
@@ -923,7 +924,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
 
   private noteCustomSetting(name: string): void {
     // Bounded: a session that names settings without end asks for the first ones only.
-    if (this.customSettings.size < MAX_CUSTOM_SETTINGS) this.customSettings.add(name)
+    if (this.customSettingNames.size < MAX_CUSTOM_SETTINGS) this.customSettingNames.add(name)
   }
 
   /**
@@ -938,7 +939,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     this.pinsDirty = false
     this.draining = true
     this.flushClient()
-    lease.query(sessionProbe(this.ctx.user, this.customSettings)).then(
+    lease.query(sessionProbe(this.ctx.user, this.customSettingNames)).then(
       ({ rows, error }) => {
         if (this.lease !== lease) return
         if (error !== null) {

@@ -80,6 +80,12 @@ export class BackendConn implements FrameHandler {
   /** Session settings applied with set_config, and their canonical key. */
   settings = new Map<string, string>()
   settingsKey = ''
+  /**
+   * Custom (dotted) setting names ever set on this backend. Postgres cannot drop a
+   * placeholder (a name no loaded module defines): RESET leaves it defined, and the
+   * module that later claims its prefix warns about it to whichever session loads it.
+   */
+  readonly customNames = new Set<string>()
   readonly createdAt = Date.now()
   lastUsedAt = Date.now()
   receiver: BackendReceiver | null = null

@@ -65,6 +65,8 @@ export interface LeaseRequest {
   /** Settings the session needs applied, and their canonical key. */
   readonly settings: ReadonlyMap<string, string>
   readonly settingsKey: string
+  /** The custom (dotted) setting names the session has used (see BackendConn.customNames). */
+  readonly customSettingNames: ReadonlySet<string>
   onLease(lease: Lease): void
   onLeaseError(error: PgError): void
 }

@@ -12,7 +12,7 @@ import {
   sendCancel,
 } from './backend.ts'
 import type { Lease, LeaseRequest } from './lease.ts'
-import { settingsDiffSql } from './settings.ts'
+import { hasForeignCustomNames, noteCustomNames, settingsDiffSql } from './settings.ts'
 import { type QueryResult, simpleQuery } from './simple-query.ts'
 
 export interface PoolOptions {
@@ -126,7 +126,7 @@ export class Pool {
         return
       }
     }
-    const conn = this.takeIdle(request.settingsKey)
+    const conn = this.takeIdle(request)
     if (conn !== null) {
       this.grant(conn, request)
       return
@@ -187,23 +187,42 @@ export class Pool {
     for (const conn of [...this.all]) conn.destroy()
   }
 
-  private takeIdle(settingsKey: string): BackendConn | null {
+  /**
+   * The warmest idle backend whose settings match the request's, else the warmest
+   * that carries no custom setting names the session never used, else the warmest.
+   */
+  private takeIdle(request: LeaseRequest): BackendConn | null {
     const idle = this.idle
     if (idle.length === 0) return null
     const top = idle.length - 1
-    for (let i = top; i >= 0 && i > top - SETTINGS_MATCH_DEPTH; i--) {
-      if (idle[i].settingsKey === settingsKey) {
-        const conn = idle[i]
-        idle.splice(i, 1)
-        return conn
+    let pick = -1
+    for (let i = top; i >= 0; i--) {
+      if (!this.isCompatible(idle[i], request)) continue
+      if (pick < 0) pick = i
+      if (i <= top - SETTINGS_MATCH_DEPTH) break
+      if (idle[i].settingsKey === request.settingsKey) {
+        pick = i
+        break
       }
     }
-    return idle.pop()!
+    return idle.splice(pick < 0 ? top : pick, 1)[0]
+  }
+
+  private isCompatible(conn: BackendConn, request: LeaseRequest): boolean {
+    return conn.customNames.size === 0 || !hasForeignCustomNames(conn.customNames, request.customSettingNames)
   }
 
   /** Hands `conn` to `request`, first applying the request's settings if they differ. */
   private grant(conn: BackendConn, request: LeaseRequest): void {
     assert(conn.state === 'idle', `granting a backend in state ${conn.state}`)
+    if (!this.isCompatible(conn, request)) {
+      // Its placeholders cannot be removed: a new backend serves this session instead.
+      conn.destroy(
+        new PgError(SqlState.AdminShutdown, 'backend carries custom settings the session never used'),
+      )
+      this.acquire(request)
+      return
+    }
     conn.state = 'leased'
     conn.activeAt = performance.now()
     this.stats.leasesGranted++
@@ -212,12 +231,21 @@ export class Pool {
       return
     }
     const sql = settingsDiffSql(conn.settings, request.settings)
+    const resets = [...conn.settings.keys()].some((name) => !request.settings.has(name))
     simpleQuery(conn, sql).then(
       ({ error, status }) => {
         if (error === null) {
           conn.settings = new Map(request.settings)
           conn.settingsKey = request.settingsKey
+          noteCustomNames(conn.customNames, conn.settings)
           request.onLease(new PooledLease(this, conn, true))
+          return
+        }
+        // A RESET that fails means the backend is not what its record says (a module
+        // loaded since removed a placeholder): a new backend has nothing to reset.
+        if (resets) {
+          conn.destroy(error)
+          this.acquire(request)
           return
         }
         // A setting Postgres refuses is the session's fault, not the backend's. The diff
@@ -551,6 +579,7 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
   setSettings(settings: ReadonlyMap<string, string>, key: string): void {
     this.conn.settings = new Map(settings)
     this.conn.settingsKey = key
+    noteCustomNames(this.conn.customNames, settings)
   }
 
   private end(): boolean {

@@ -1,5 +1,19 @@
 import { quoteLiteral } from './simple-query.ts'
 
+/** Adds the custom (dotted) names of `settings` to `names`. */
+export function noteCustomNames(names: Set<string>, settings: ReadonlyMap<string, string>): void {
+  for (const name of settings.keys()) if (name.includes('.')) names.add(name)
+}
+
+/** Whether a backend that had `backendNames` set would show a session names it never used. */
+export function hasForeignCustomNames(
+  backendNames: ReadonlySet<string>,
+  sessionNames: ReadonlySet<string>,
+): boolean {
+  for (const name of backendNames) if (!sessionNames.has(name)) return true
+  return false
+}
+
 /** A canonical key for a settings map: equal maps give equal keys. */
 export function settingsKey(settings: ReadonlyMap<string, string>): string {
   if (settings.size === 0) return ''
