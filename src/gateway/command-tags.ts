@@ -15,7 +15,8 @@ export const PIN_ROW = ''
  * it set (names in lower case, as startup settings are kept, with current values; role and session
  * authorization are hidden from pg_settings, so they are asked for by name when they
  * differ from the login's), and one row counting what pins it to its backend: session
- * advisory locks, WITH HOLD cursors, SQL prepared statements, relations in its temporary
+ * advisory locks, WITH HOLD cursors, SQL prepared statements under the client's own names
+ * (canonical ones, tps_…, move with the session), relations in its temporary
  * schema, channels it listens on.
  */
 export function sessionProbe(user: string, customSettings: Iterable<string> = []): string {
@@ -33,7 +34,7 @@ UNION ALL SELECT 'session_authorization', session_user WHERE session_user <> ${l
 UNION ALL SELECT 'role', pg_catalog.current_setting('role') WHERE pg_catalog.current_setting('role') <> 'none'
 UNION ALL SELECT '', ((SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid())
   + (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable)
-  + (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql)
+  + (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql AND name NOT LIKE 'tps\\_%')
   + (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema())
   + (SELECT count(*) FROM pg_catalog.pg_listening_channels()))::text`
 }

@@ -14,6 +14,7 @@ import {
 import {
   Backend,
   closeComplete,
+  commandComplete,
   customSettingNames,
   errorResponse,
   FRONTEND_TYPE_LIMITS,
@@ -21,16 +22,21 @@ import {
   Framer,
   FrameTooLargeError,
   Frontend,
+  frontend,
   InvalidMessageTypeError,
   isPipelineSafe,
   type ListenStatement,
   mayPin,
+  mentionsExecute,
+  mentionsPreparedStatementsView,
   mentionsSequenceFunction,
   mentionsSetConfig,
   PgError,
   parseComplete,
   parseListen,
+  parsePreparedCommand,
   readyForQuery,
+  rewriteErrorFields,
   SqlState,
   TxStatus,
 } from '../protocol/index.ts'
@@ -47,8 +53,41 @@ import { type CanonicalStatement, readCString, replaceCString, type StatementReg
 
 /** What a client message expects back, in order. */
 const Kind = { Parse: 1, Bind: 2, Describe: 3, Execute: 4, Close: 5, Sync: 6, Query: 7, Error: 8 } as const
-/** What happens to the reply: forwarded, swallowed (we sent the request), or made up here. */
-const Action = { Forward: 0, Skip: 1, Fake: 2 } as const
+/**
+ * What happens to the reply: forwarded, swallowed (we sent the request), made up here, or
+ * swallowed errors included (an internal query whose failure the client must not see);
+ * the last two pair a client's query with an internal one that completes it.
+ */
+const Action = { Forward: 0, Skip: 1, Fake: 2, Internal: 3, ForwardHoldReady: 4, InternalReady: 5 } as const
+
+/** Actions whose replies reach the client, ReadyForQuery aside. */
+function forwards(reply: Reply | undefined): boolean {
+  if (reply === undefined) return true
+  const action = reply.action
+  return action === Action.Forward || action === Action.Fake || action === Action.ForwardHoldReady
+}
+
+/**
+ * Whether a ReadyForQuery reaches the client: an internal query that finishes a client's
+ * command (InternalReady) sends the one the client's own (ForwardHoldReady) held back.
+ */
+function forwardsReady(reply: Reply | undefined): boolean {
+  if (reply === undefined) return true
+  const action = reply.action
+  return action === Action.Forward || action === Action.Fake || action === Action.InternalReady
+}
+
+/** A portal of our own for running SQL PREPARE inside a client's batch. */
+const INTERNAL_PORTAL = 'tp_portal'
+
+/** How a rewritten EXECUTE's errors are shown in the client's terms. */
+interface Rename {
+  /** The canonical name the backend saw, and the client's. */
+  from: string
+  to: string
+  /** 1-based character position of the name in the client's text. */
+  at: number
+}
 
 /** One expected reply (STYLE item 14: PgBouncer's and PgDog's outstanding-request queue). */
 interface Reply {
@@ -59,6 +98,8 @@ interface Reply {
   /** For Parse: the statement it prepares, so a failure can be undone. */
   statement: CanonicalStatement | null
   clientName: string | null
+  /** For a rewritten EXECUTE. */
+  rename: Rename | null
 }
 
 /** Session identity and what it needs from the gateway around it. */
@@ -149,6 +190,16 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
    * lastval for it, which Postgres cannot report or move, until DISCARD SEQUENCES or ALL.
    */
   private sequenceState = false
+  /**
+   * Client names of statements made by SQL PREPARE, with the query text that made each:
+   * the backend knows them by canonical names (see sqlPreparedCommand).
+   */
+  private readonly sqlPrepared = new Map<string, string>()
+  /**
+   * The session's SQL prepared statements were made on its backend under their own
+   * names (see materialize), which pins it: its SQL goes to Postgres as sent.
+   */
+  private materialized = false
   /** Custom (dotted) settings the session named; the probe asks for them by name. */
   readonly customSettingNames = new Set<string>()
   /** Ends the session when it stays idle while pinned (see pinnedIdleTimeoutMs). */
@@ -250,6 +301,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
   private answerLocally(type: number, frame: Buffer): boolean {
     switch (type) {
       case Frontend.Query: {
+        if (this.sqlPreparedLocally(frame)) return true
         const statements = parseListen(frame, 5)
         if (statements === undefined || statements === null) return false
         // Between transactions LISTEN takes effect at once: through the shared listener.
@@ -273,7 +325,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
       }
       case Frontend.Close:
         if (frame[5] !== 0x53 || frame[6] === 0 || this.skipUntilSync) return false
-        this.statements.delete(readCString(frame, 6)[0])
+        this.forgetStatement(readCString(frame, 6)[0])
         this.toClient.push(closeComplete)
         this.flushClient()
         return true
@@ -434,6 +486,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         this.unnamedHere = false
         if (this.batchSafe && this.ctx.pipelining) this.batchSafe = isPipelineSafe(frame, 5)
         this.noteText(frame, 5, frame.length)
+        if (!this.materialized && this.sqlPreparedCommand(frame)) return
         this.endBatch(Kind.Query, frame)
         return
       case Frontend.FunctionCall:
@@ -507,8 +560,14 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
    * batch, the backend is idle now and the batch is known to leave it so, the lease is
    * released early: another session's transaction may queue behind it on the backend.
    */
-  private endBatch(kind: number, frame: Buffer): void {
-    this.expect(kind, Action.Forward)
+  private endBatch(
+    kind: number,
+    frame: Buffer,
+    statement: CanonicalStatement | null = null,
+    clientName: string | null = null,
+    rename: Rename | null = null,
+  ): void {
+    this.expect(kind, Action.Forward, null, statement, clientName, rename)
     this.unsynced = false
     this.syncPoints++
     this.toBackend.push(frame)
@@ -528,8 +587,189 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     }
   }
 
+  /**
+   * SQL PREPARE, EXECUTE and DEALLOCATE on a lease, served like protocol statements:
+   * the session's names map to canonical statements that any backend prepares once.
+   * True when the query was sent (rewritten) or answered here.
+   */
+  private sqlPreparedCommand(frame: Buffer): boolean {
+    const end = frame.length - 1
+    const command = parsePreparedCommand(frame, 5, end)
+    if (command === undefined) {
+      if (this.needsOwnNames(frame, 5, end)) this.materialize()
+      return false
+    }
+    switch (command.kind) {
+      case 'prepare': {
+        if (command.name.startsWith('tp')) {
+          if (this.txStatus !== TxStatus.Failed) this.materialize()
+          return false
+        }
+        const existing = this.statements.get(command.name)
+        if (existing !== undefined) {
+          // Postgres must refuse it itself (in a transaction the refusal aborts it): ask
+          // it to prepare the name the backend knows the existing statement by.
+          this.executeRenamed(frame, command.nameStart, command.nameEnd, existing, command.name)
+          return true
+        }
+        // Postgres checks the statement as sent (its errors point into the client's
+        // text), then the name is dropped on the backend: it stays the session's. The
+        // client's ReadyForQuery waits for that, so its next query finds the lease done.
+        const statement = this.ctx.statements.internSql(command.body)
+        this.statements.set(command.name, statement)
+        this.sqlPrepared.set(command.name, frame.toString('utf8', 5, end))
+        this.noteStatement(statement)
+        this.expect(Kind.Query, Action.ForwardHoldReady, null, statement, command.name)
+        this.unsynced = false
+        this.syncPoints++
+        this.toBackend.push(frame)
+        this.batchSafe = true
+        this.internalQuery(`DEALLOCATE ${quoteIdentifier(command.name)}`, Action.InternalReady)
+        return true
+      }
+      case 'execute': {
+        const statement = this.statements.get(command.name)
+        if (statement === undefined) return false // Postgres says it does not exist
+        this.noteStatement(statement)
+        this.executeRenamed(frame, command.nameStart, command.nameEnd, statement, command.name)
+        return true
+      }
+      case 'deallocate': {
+        // DEALLOCATE ALL runs on the backend: everything there goes, as in Postgres.
+        if (command.name === null || !this.statements.has(command.name)) return false
+        if (this.txStatus === TxStatus.Failed) return false // Postgres refuses it
+        if (this.replies.length > 0) {
+          this.materialize()
+          return false
+        }
+        this.forgetStatement(command.name)
+        this.toClient.push(DEALLOCATE_TAG)
+        this.toClient.push(readyForQuery[this.txStatus])
+        this.flushClient()
+        if (this.txStatus === TxStatus.Idle && this.pinned) this.idleWhilePinned()
+        return true
+      }
+    }
+  }
+
+  /**
+   * Sends the query with the client's statement name in [nameStart, nameEnd) replaced
+   * by the canonical one, prepared on this backend first if need be; errors are shown
+   * in the client's name and positions.
+   */
+  private executeRenamed(
+    frame: Buffer,
+    nameStart: number,
+    nameEnd: number,
+    statement: CanonicalStatement,
+    clientName: string,
+  ): void {
+    if (!this.lease!.prepared.has(statement.name)) {
+      this.prepareOnBackend(statement)
+      this.internalSync()
+    }
+    this.batchSafe = false
+    const at = frame.toString('utf8', 5, nameStart).length + 1
+    const rename = { from: statement.name, to: clientName, at }
+    this.endBatch(
+      Kind.Query,
+      replaceCString(frame, nameStart, nameEnd, statement.name),
+      statement,
+      clientName,
+      rename,
+    )
+  }
+
+  /** The same between leases: PREPARE of a statement this pool has prepared before, DEALLOCATE. */
+  private sqlPreparedLocally(frame: Buffer): boolean {
+    const command = parsePreparedCommand(frame, 5, frame.length - 1)
+    if (command === undefined || command.kind === 'execute') return false
+    if (command.kind === 'deallocate') {
+      if (command.name === null || !this.forgetStatement(command.name)) return false
+      this.toClient.push(DEALLOCATE_TAG)
+    } else {
+      if (command.name.startsWith('tp')) return false
+      if (this.statements.has(command.name)) {
+        this.toClient.push(
+          errorResponse(
+            'ERROR',
+            SqlState.DuplicatePreparedStatement,
+            `prepared statement "${command.name}" already exists`,
+          ),
+        )
+      } else {
+        const statement = this.ctx.statements.internSql(command.body)
+        if (!statement.validated) return false
+        this.statements.set(command.name, statement)
+        this.sqlPrepared.set(command.name, frame.toString('utf8', 5, frame.length - 1))
+        this.toClient.push(PREPARE_TAG)
+      }
+    }
+    this.toClient.push(readyForQuery[this.txStatus])
+    this.flushClient()
+    return true
+  }
+
+  /**
+   * Makes the session's SQL prepared statements on its backend under their own names,
+   * as their PREPAREs were sent, after dropping every other statement there (other
+   * sessions' canonical ones must not show in pg_prepared_statements). The probe then
+   * finds them and pins the session; its SQL goes to Postgres unchanged from here on.
+   */
+  private materialize(): void {
+    this.internalQuery('DEALLOCATE ALL')
+    this.lease!.prepared.clear()
+    for (const [name, text] of this.sqlPrepared) {
+      this.internalQuery(text)
+      this.statements.delete(name)
+    }
+    this.sqlPrepared.clear()
+    this.materialized = true
+    this.pinsDirty = true
+    this.batchSafe = false
+  }
+
+  /**
+   * Whether SQL in [start, end) needs the session's SQL prepared statements under their
+   * own names: other forms of EXECUTE (EXPLAIN EXECUTE q, CREATE TABLE … AS EXECUTE q,
+   * several statements) and a look at pg_prepared_statements (see materialize).
+   */
+  private needsOwnNames(frame: Buffer, start: number, end: number): boolean {
+    if (this.txStatus === TxStatus.Failed) return false // Postgres refuses whatever it is
+    if (mentionsPreparedStatementsView(frame, start, end)) return true
+    return this.sqlPrepared.size > 0 && mentionsExecute(frame, start, end)
+  }
+
+  /** Drops a statement name of the session (the backend's canonical copy stays for others). */
+  private forgetStatement(name: string): boolean {
+    this.sqlPrepared.delete(name)
+    return this.statements.delete(name)
+  }
+
+  /** A query of ours among the client's, replies and errors unseen. */
+  private internalQuery(sql: string, action: number = Action.Internal): void {
+    this.unnamedHere = false
+    this.expect(Kind.Query, action)
+    this.syncPoints++
+    this.toBackend.push(frontend.query(sql))
+  }
+
+  private internalSync(): void {
+    this.expect(Kind.Sync, Action.Internal)
+    this.syncPoints++
+    this.toBackend.push(frontend.sync)
+  }
+
   private parse(frame: Buffer): void {
     const [name, bodyStart] = readCString(frame, 5)
+    // At the start of a batch, queries of ours may go first (psql's \gdesc of EXECUTE q).
+    if (
+      !this.unsynced &&
+      !this.materialized &&
+      this.needsOwnNames(frame, bodyStart, frame.indexOf(0, bodyStart))
+    ) {
+      this.materialize()
+    }
     this.unsynced = true
     if (name === '') {
       if (this.ctx.pipelining) {
@@ -558,7 +798,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     }
     prepared.add(statement.name)
     this.expect(Kind.Parse, Action.Forward, null, statement, name)
-    this.toBackend.push(statement.parse)
+    this.toBackend.push(statement.parse!)
   }
 
   private bind(frame: Buffer): void {
@@ -614,7 +854,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     if (frame[5] === 0x53 && frame[6] !== 0) {
       // The backend keeps its canonical copy for other sessions; only the name goes.
       const [name] = readCString(frame, 6)
-      this.statements.delete(name)
+      this.forgetStatement(name)
       this.expect(Kind.Close, Action.Fake, closeComplete)
       return
     }
@@ -629,14 +869,30 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
       this.fakeError(SqlState.InvalidSqlStatementName, `prepared statement "${name}" does not exist`)
       return null
     }
-    const prepared = this.lease!.prepared
-    if (!prepared.has(statement.name)) {
-      this.batchSafe = false
-      prepared.add(statement.name)
-      this.expect(Kind.Parse, Action.Skip, null, statement, null)
-      this.toBackend.push(statement.parse)
-    }
+    if (!this.lease!.prepared.has(statement.name)) this.prepareOnBackend(statement)
     return statement
+  }
+
+  /** Prepares a canonical statement on the leased backend, replies unseen. */
+  private prepareOnBackend(statement: CanonicalStatement): void {
+    this.batchSafe = false
+    this.lease!.prepared.add(statement.name)
+    this.expect(Kind.Parse, Action.Skip, null, statement, null)
+    if (statement.parse !== null) {
+      this.toBackend.push(statement.parse)
+      return
+    }
+    // Made by SQL PREPARE: run that through the extended protocol (a simple Query would
+    // end the client's batch), in the unnamed statement; the client's own unnamed
+    // statement is sent again when it is next used.
+    this.unnamedHere = false
+    this.expect(Kind.Bind, Action.Skip)
+    this.expect(Kind.Execute, Action.Skip)
+    this.expect(Kind.Close, Action.Skip)
+    this.toBackend.push(frontend.parse('', statement.prepareSql!, []))
+    this.toBackend.push(frontend.bind(INTERNAL_PORTAL, ''))
+    this.toBackend.push(frontend.execute(INTERNAL_PORTAL))
+    this.toBackend.push(frontend.close('P', INTERNAL_PORTAL))
   }
 
   /** An error Postgres would raise for this message; like Postgres, skip to the next Sync. */
@@ -651,12 +907,13 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     fake: Buffer | null = null,
     statement: CanonicalStatement | null = null,
     clientName: string | null = null,
+    rename: Rename | null = null,
   ): void {
     if (action === Action.Fake && this.replies.length === 0) {
       this.toClient.push(fake!)
       return
     }
-    this.replies.push({ kind, action, fake, statement, clientName })
+    this.replies.push({ kind, action, fake, statement, clientName, rename })
   }
 
   private flushBackend(): void {
@@ -697,7 +954,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
       this.sentFrames = null
     }
     const head = this.replies.peek()
-    const forward = head === undefined || head.action !== Action.Skip
+    const forward = forwards(head)
     switch (type) {
       case Backend.DataRow:
       case Backend.CopyData:
@@ -707,7 +964,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         this.txStatus = frame[5]
         this.copyIn = false
         this.syncPoints--
-        if (forward) this.toClient.push(frame)
+        if (forwardsReady(head)) this.toClient.push(frame)
         this.complete()
         if (this.draining) {
           // Released early: the lease ends with the reply to the promised batch.
@@ -747,16 +1004,20 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         if (head?.kind === Kind.Describe) this.complete()
         return
       case Backend.CommandComplete:
-        if (changesSettings(frame)) this.settingsDirty = true
-        if (mayChangePins(frame)) this.pinsDirty = true
-        if (dropsSequenceState(frame)) this.sequenceState = false
-        if (dropsAllStatements(frame)) {
-          // Every prepared statement on the backend is gone, the canonical ones other
-          // sessions rely on included, and, as in Postgres, this session's names.
-          this.lease!.prepared.clear()
-          this.statements.clear()
+        if (forward) {
+          if (changesSettings(frame)) this.settingsDirty = true
+          if (mayChangePins(frame)) this.pinsDirty = true
+          if (dropsSequenceState(frame)) this.sequenceState = false
+          if (dropsAllStatements(frame)) {
+            // Every prepared statement on the backend is gone, the canonical ones other
+            // sessions rely on included, and, as in Postgres, this session's names.
+            this.lease!.prepared.clear()
+            this.statements.clear()
+            this.sqlPrepared.clear()
+          }
+          if (head?.kind === Kind.Query && head.statement !== null) head.statement.validated = true
+          this.toClient.push(frame)
         }
-        if (forward) this.toClient.push(frame)
         if (head?.kind === Kind.Execute) this.complete()
         return
       case Backend.EmptyQueryResponse:
@@ -770,17 +1031,31 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
           this.toClient.push(frame)
         }
         return
-      case Backend.ErrorResponse:
+      case Backend.ErrorResponse: {
         if (isFatal(frame)) {
           // The backend is about to close; the session may well outlive it, so the
           // error is reported once, by onBackendClosed, with the right severity.
           this.backendFatal = errorFromFrame(frame)
           return
         }
+        if (head?.action === Action.Internal || head?.action === Action.InternalReady) return
+        let error = frame
+        if (head?.kind === Kind.Query && head.statement !== null && head.clientName !== null) {
+          if (head.rename !== null) error = renameInError(frame, head.rename)
+          else if (this.statements.get(head.clientName) === head.statement) {
+            // The PREPARE failed: the name was never the session's.
+            this.statements.delete(head.clientName)
+            this.sqlPrepared.delete(head.clientName)
+          }
+        }
         // Even an error on a statement we prepared behind the client's back goes out:
         // its Bind is about to fail and the client must learn why.
-        this.toClient.push(frame)
+        this.toClient.push(error)
         if (head !== undefined && head.kind !== Kind.Query) this.failUntilSync()
+        return
+      }
+      case Backend.NoticeResponse:
+        if (forward) this.toClient.push(head?.rename ? renameInError(frame, head.rename) : frame)
         return
       default:
         if (forward) this.toClient.push(frame)
@@ -789,7 +1064,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
 
   onBackendMessagePart(_type: number, piece: Buffer): void {
     const head = this.replies.peek()
-    if (head === undefined || head.action !== Action.Skip) this.toClient.push(piece)
+    if (forwards(head)) this.toClient.push(piece)
     this.flushClient()
   }
 
@@ -935,6 +1210,8 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
    */
   private probeSession(): void {
     const lease = this.lease!
+    // A simple query drops the unnamed statement: a pinned session's is sent again.
+    this.unnamedHere = false
     this.settingsDirty = false
     this.pinsDirty = false
     this.draining = true
@@ -965,6 +1242,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         this.settings = wanted
         this.settingsKey = wanted.size === applied.size ? appliedKey : settingsKey(wanted)
         lease.setSettings(applied, appliedKey)
+        if (pins === 0) this.materialized = false
         this.setPinned(pins > 0 || this.sequenceState, lease)
         if (this.pinned) {
           this.draining = false
@@ -1061,6 +1339,28 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     if (!this.client.destroyed) this.client.destroySoon()
     this.ctx.onClose(this)
   }
+}
+
+const PREPARE_TAG = commandComplete('PREPARE')
+const DEALLOCATE_TAG = commandComplete('DEALLOCATE')
+
+function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`
+}
+
+/** An error or notice of a rewritten EXECUTE as Postgres would word it for the client's text. */
+function renameInError(frame: Buffer, rename: Rename): Buffer {
+  const end = rename.at + rename.from.length
+  const delta = rename.from.length - rename.to.length
+  return rewriteErrorFields(frame, (field, value) => {
+    if (field === 0x4d || field === 0x44) return value.replaceAll(`"${rename.from}"`, `"${rename.to}"`)
+    if (field === 0x50) {
+      // A position (1-based characters) after the name moves with it.
+      const position = Number(value)
+      return position >= end ? String(position - delta) : position > rename.at ? String(rename.at) : value
+    }
+    return value
+  })
 }
 
 /** Whether an ErrorResponse frame has severity FATAL or PANIC (its S field comes first). */

@@ -15,8 +15,13 @@ import {
 export interface CanonicalStatement {
   /** The name backends know it by. */
   readonly name: string
-  /** A complete Parse frame under that name, to prepare it on a backend that lacks it. */
-  readonly parse: Buffer
+  /**
+   * A complete Parse frame under that name, to prepare it on a backend that lacks it;
+   * null for a statement made by SQL PREPARE (see prepareSql).
+   */
+  readonly parse: Buffer | null
+  /** For a statement made by SQL PREPARE: `PREPARE <name> <body>`, which makes it on a backend. */
+  readonly prepareSql: string | null
   /** Executing it leaves no session state and ends idle (see isPipelineSafe). */
   readonly pipelineSafe: boolean
   /** Its text mentions set_config(): running it may change settings. */
@@ -60,11 +65,35 @@ export class StatementRegistry {
       statement = {
         name,
         parse,
+        prepareSql: null,
         pipelineSafe: isPipelineSafe(body, 0, textEnd),
         setsConfig: mentionsSetConfig(body, 0, textEnd),
         mayPin: mayPin(body, 0, textEnd),
         usesSequences: mentionsSequenceFunction(body, 0, textEnd),
         customSettings: customSettingNames(body, 0, textEnd),
+        validated: false,
+      }
+      this.byBody.set(key, statement)
+    }
+    return statement
+  }
+
+  /** The canonical statement of an SQL PREPARE body (parameter types, AS, statement). */
+  internSql(body: string): CanonicalStatement {
+    const key = `S${body}`
+    let statement = this.byBody.get(key)
+    if (statement === undefined) {
+      const name = `tps_${(this.nextId++).toString(36)}`
+      const text = Buffer.from(body)
+      statement = {
+        name,
+        parse: null,
+        prepareSql: `PREPARE ${name} ${body}`,
+        pipelineSafe: false,
+        setsConfig: mentionsSetConfig(text),
+        mayPin: mayPin(text),
+        usesSequences: mentionsSequenceFunction(text),
+        customSettings: customSettingNames(text),
         validated: false,
       }
       this.byBody.set(key, statement)

@@ -94,3 +94,29 @@ export function parseErrorFields(body: Buffer): ErrorFields {
   }
   return fields
 }
+
+/**
+ * A copy of an ErrorResponse or NoticeResponse frame with each field's value passed
+ * through `rewrite(field code, value)`.
+ */
+export function rewriteErrorFields(frame: Buffer, rewrite: (field: number, value: string) => string): Buffer {
+  const parts: Buffer[] = [frame.subarray(0, 5)]
+  let offset = 5
+  while (offset < frame.length && frame[offset] !== 0) {
+    const field = frame[offset]
+    const end = frame.indexOf(0, offset + 1)
+    if (end < 0) return frame
+    const value = frame.toString('utf8', offset + 1, end)
+    const rewritten = rewrite(field, value)
+    parts.push(
+      rewritten === value
+        ? frame.subarray(offset, end + 1)
+        : Buffer.from(`${String.fromCharCode(field)}${rewritten}\0`),
+    )
+    offset = end + 1
+  }
+  parts.push(Buffer.from([0]))
+  const out = Buffer.concat(parts)
+  out.writeInt32BE(out.length - 1, 1)
+  return out
+}

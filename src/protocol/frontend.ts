@@ -46,3 +46,24 @@ export function parse(name: string, sql: string, parameterTypes: readonly number
   for (const oid of parameterTypes) writer.int32(oid)
   return writer.finish()
 }
+
+/** Bind of a statement without parameters to a portal, results in text. */
+export function bind(portal: string, statement: string): Buffer {
+  return new MessageWriter(Frontend.Bind, portal.length + statement.length + 16)
+    .cstring(portal)
+    .cstring(statement)
+    .int16(0)
+    .int16(0)
+    .int16(0)
+    .finish()
+}
+
+/** Execute of a portal, all rows. */
+export function execute(portal: string): Buffer {
+  return new MessageWriter(Frontend.Execute, portal.length + 10).cstring(portal).int32(0).finish()
+}
+
+/** Close of a statement ('S') or portal ('P'). */
+export function close(kind: 'S' | 'P', name: string): Buffer {
+  return new MessageWriter(Frontend.Close, name.length + 8).int8(kind.charCodeAt(0)).cstring(name).finish()
+}

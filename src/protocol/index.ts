@@ -10,9 +10,13 @@ export {
   isPipelineSafe,
   type ListenStatement,
   mayPin,
+  mentionsExecute,
+  mentionsPreparedStatementsView,
   mentionsSequenceFunction,
   mentionsSetConfig,
+  type PreparedCommand,
   parseListen,
+  parsePreparedCommand,
 } from './sql-lexer.ts'
 export * from './sqlstate.ts'
 export * from './startup.ts'

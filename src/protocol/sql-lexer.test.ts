@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { customSettingNames, isPipelineSafe, mentionsSequenceFunction, parseListen } from './sql-lexer.ts'
+import {
+  customSettingNames,
+  isPipelineSafe,
+  mentionsSequenceFunction,
+  parseListen,
+  parsePreparedCommand,
+} from './sql-lexer.ts'
 
 const safe = (sql: string) => isPipelineSafe(Buffer.from(sql))
 
@@ -86,4 +92,47 @@ test('custom setting names are taken from SET, RESET and set_config', () => {
   assert.deepEqual(names("UPDATE t SET a = b.c WHERE d = 'SET x.y'"), [])
   assert.deepEqual(names("SELECT $$ SET a.b = 1 $$, E'SET c.d'"), [])
   assert.deepEqual(names('SET "unterminated.x'), [])
+})
+
+test('PREPARE, EXECUTE and DEALLOCATE alone are recognised; other forms are not', () => {
+  const parse = (sql: string) => parsePreparedCommand(Buffer.from(sql))
+  assert.deepEqual(parse('PREPARE q1 AS SELECT 1 AS a;'), {
+    kind: 'prepare',
+    name: 'q1',
+    nameStart: 8,
+    nameEnd: 10,
+    body: 'AS SELECT 1 AS a',
+  })
+  assert.deepEqual(parse('prepare "Q 2"(text, int) AS\n\tSELECT $1; -- done'), {
+    kind: 'prepare',
+    name: 'Q 2',
+    nameStart: 8,
+    nameEnd: 13,
+    body: '(text, int) AS\n\tSELECT $1',
+  })
+  assert.deepEqual(parse("PREPARE q AS SELECT ';' || $$;$$"), {
+    kind: 'prepare',
+    name: 'q',
+    nameStart: 8,
+    nameEnd: 9,
+    body: "AS SELECT ';' || $$;$$",
+  })
+  assert.deepEqual(parse("EXECUTE Q3('a', 5::smallint);"), {
+    kind: 'execute',
+    name: 'q3',
+    nameStart: 8,
+    nameEnd: 10,
+  })
+  assert.deepEqual(parse('EXECUTE q1'), { kind: 'execute', name: 'q1', nameStart: 8, nameEnd: 10 })
+  assert.deepEqual(parse('DEALLOCATE q1;'), { kind: 'deallocate', name: 'q1' })
+  assert.deepEqual(parse('DEALLOCATE PREPARE "All"'), { kind: 'deallocate', name: 'All' })
+  assert.deepEqual(parse('deallocate all'), { kind: 'deallocate', name: null })
+  assert.equal(parse('PREPARE q AS SELECT 1; EXECUTE q'), undefined)
+  assert.equal(parse('EXPLAIN EXECUTE q'), undefined)
+  assert.equal(parse('CREATE TABLE t AS EXECUTE q'), undefined)
+  assert.equal(parse('DEALLOCATE q1 q2'), undefined)
+  assert.equal(parse("PREPARE q AS SELECT 'unterminated"), undefined)
+  assert.equal(parse('PREPARE q'), undefined)
+  assert.equal(parse("PREPARE TRANSACTION 'gid'"), undefined)
+  assert.equal(parse('SELECT 1'), undefined)
 })

@@ -558,6 +558,145 @@ export function parseListen(sql: Buffer, start = 0, end = sql.length): ListenSta
   return statements.length === 0 ? undefined : statements
 }
 
+/** An SQL PREPARE, EXECUTE or DEALLOCATE the gateway serves itself (see parsePreparedCommand). */
+export type PreparedCommand =
+  /** `PREPARE name body`: body is everything after the name (parameter types, AS, statement). */
+  | { kind: 'prepare'; name: string; nameStart: number; nameEnd: number; body: string }
+  /** `EXECUTE name [(arguments)]`: the name's byte range, so it can be replaced. */
+  | { kind: 'execute'; name: string; nameStart: number; nameEnd: number }
+  /** `DEALLOCATE [PREPARE] name`, or ALL (`name` null). */
+  | { kind: 'deallocate'; name: string | null }
+
+/**
+ * Recognises a query text that is exactly one PREPARE, EXECUTE or DEALLOCATE statement
+ * (an optional trailing semicolon, whitespace and comments allowed). Names fold to lower
+ * case unless quoted. Anything else, such as `EXPLAIN EXECUTE q` or two statements,
+ * answers undefined.
+ */
+export function parsePreparedCommand(sql: Buffer, start = 0, end = sql.length): PreparedCommand | undefined {
+  let i = skipBlank(sql, start, end)
+  if (i < 0) return undefined
+  const first = readWord(sql, i, end)
+  if (first === null) return undefined
+  i = skipBlank(sql, first.end, end)
+  if (i < 0 || i >= end) return undefined
+  let name = readName(sql, i, end)
+  if (name === null) return undefined
+  switch (first.word) {
+    case 'prepare': {
+      if (!name.quoted && name.text === 'transaction') return undefined // PREPARE TRANSACTION 'gid'
+      const bodyEnd = statementEnd(sql, name.end, end)
+      if (bodyEnd < 0) return undefined
+      const body = sql.toString('utf8', name.end, bodyEnd).trim()
+      return body === ''
+        ? undefined
+        : { kind: 'prepare', name: name.text, nameStart: i, nameEnd: name.end, body }
+    }
+    case 'execute':
+      if (statementEnd(sql, name.end, end) < 0) return undefined
+      return { kind: 'execute', name: name.text, nameStart: i, nameEnd: name.end }
+    case 'deallocate': {
+      if (!name.quoted && name.text === 'prepare') {
+        i = skipBlank(sql, name.end, end)
+        if (i < 0 || i >= end) return undefined
+        name = readName(sql, i, end)
+        if (name === null) return undefined
+      }
+      const after = skipBlank(sql, name.end, end)
+      if (after < 0 || statementEnd(sql, after, end) !== after) return undefined
+      return { kind: 'deallocate', name: !name.quoted && name.text === 'all' ? null : name.text }
+    }
+    default:
+      return undefined
+  }
+}
+
+const VIEW_NEEDLES = ['prepared_statements', 'PREPARED_STATEMENTS'].map((word) => Buffer.from(word))
+const EXECUTE_NEEDLES = ['execute', 'EXECUTE', 'Execute'].map((word) => Buffer.from(word))
+
+/** Whether the text in [start, end) may read pg_prepared_statements (a cheap trigger). */
+export function mentionsPreparedStatementsView(sql: Buffer, start = 0, end = sql.length): boolean {
+  return mentionsAny(sql, VIEW_NEEDLES, start, end)
+}
+
+/** Whether the text in [start, end) may contain an EXECUTE in some form (a cheap trigger). */
+export function mentionsExecute(sql: Buffer, start = 0, end = sql.length): boolean {
+  return mentionsAny(sql, EXECUTE_NEEDLES, start, end)
+}
+
+function mentionsAny(sql: Buffer, needles: readonly Buffer[], start: number, end: number): boolean {
+  for (const needle of needles) {
+    const at = sql.indexOf(needle, start)
+    if (at >= 0 && at < end) return true
+  }
+  return false
+}
+
+function readWord(sql: Buffer, i: number, end: number): { word: string; end: number } | null {
+  if (!isIdentStart(sql[i])) return null
+  let j = i + 1
+  while (j < end && isIdentChar(sql[j])) j++
+  return { word: sql.toString('latin1', i, j).toLowerCase(), end: j }
+}
+
+/** An identifier (folded to lower case) or a quoted name at `i`. */
+function readName(
+  sql: Buffer,
+  i: number,
+  end: number,
+): { text: string; end: number; quoted: boolean } | null {
+  if (sql[i] === 0x22) {
+    const close = skipQuoted(sql, i, end, 0x22, false)
+    if (close < 0 || close === i + 2) return null
+    return { text: sql.toString('utf8', i + 1, close - 1).replaceAll('""', '"'), end: close, quoted: true }
+  }
+  if (!isIdentStart(sql[i])) return null
+  let j = i + 1
+  while (j < end && isIdentChar(sql[j])) j++
+  return { text: sql.toString('utf8', i, j).toLowerCase(), end: j, quoted: false }
+}
+
+/**
+ * Where the statement starting at `i` ends: the offset of its terminating semicolon, or
+ * of the end of the text (without trailing blanks); -1 if another statement follows or
+ * the text does not lex (an unterminated string or comment).
+ */
+function statementEnd(sql: Buffer, i: number, end: number): number {
+  let last = i
+  while (i < end) {
+    const byte = sql[i]
+    if (byte === 0) break
+    if (isSpace(byte)) {
+      i++
+      continue
+    }
+    if (byte === 0x2d && sql[i + 1] === 0x2d) {
+      i = skipLineComment(sql, i, end)
+      continue
+    }
+    if (byte === 0x2f && sql[i + 1] === 0x2a) {
+      i = skipBlockComment(sql, i, end)
+      if (i < 0) return -1
+      continue
+    }
+    if (byte === 0x3b) {
+      let rest = skipBlank(sql, i + 1, end)
+      while (rest >= 0 && rest < end && sql[rest] === 0x3b) rest = skipBlank(sql, rest + 1, end)
+      return rest < 0 || (rest < end && sql[rest] !== 0) ? -1 : i
+    }
+    if (byte === 0x27 || byte === 0x22) {
+      const backslashes = byte === 0x27 && i > 0 && (sql[i - 1] === 0x45 || sql[i - 1] === 0x65)
+      i = skipQuoted(sql, i, end, byte, backslashes)
+      if (i < 0) return -1
+    } else if (byte === 0x24 && !(sql[i + 1] >= 0x30 && sql[i + 1] <= 0x39) && !isIdentChar(sql[i - 1])) {
+      const close = skipDollarQuoted(sql, i, end)
+      i = close < 0 ? i + 1 : close
+    } else i++
+    last = i
+  }
+  return last
+}
+
 /** Skips whitespace and comments; the offset of the next token, or -1 inside an unterminated comment. */
 function skipBlank(sql: Buffer, i: number, end: number): number {
   while (i < end) {
