@@ -19,15 +19,28 @@ export const PIN_ROW = ''
  * (canonical ones, tps_…, move with the session), relations in its temporary
  * schema, channels it listens on.
  */
-export function sessionProbe(user: string, customSettings: Iterable<string> = []): string {
+export function sessionProbe(
+  user: string,
+  customSettings: Iterable<string> = [],
+  calledFunctions: Iterable<string> = [],
+): string {
   const login = quoteLiteral(user)
   const custom = [...customSettings].map(quoteLiteral)
-  // Placeholder settings (a dotted name no loaded module defines) are in no view.
+  const functions = [...calledFunctions].map(quoteLiteral)
+  // Placeholder settings (a dotted name no loaded module defines) are in no view: they
+  // are asked for by name, names the session used and dotted words in the source of
+  // functions it called.
+  const candidates = [
+    custom.length > 0 ? `SELECT pg_catalog.unnest(ARRAY[${custom.join(', ')}]::text[])` : null,
+    functions.length > 0
+      ? `SELECT pg_catalog.lower(m[1]) FROM pg_catalog.pg_proc, pg_catalog.regexp_matches(prosrc, '([A-Za-z_][A-Za-z_0-9$]*[.][A-Za-z_][A-Za-z_0-9$]*)', 'g') m WHERE proname IN (${functions.join(', ')})`
+      : null,
+  ].filter((query) => query !== null)
   const placeholders =
-    custom.length === 0
+    candidates.length === 0
       ? ''
       : `
-UNION ALL SELECT n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[${custom.join(', ')}]::text[]) n
+UNION ALL SELECT n, pg_catalog.current_setting(n, true) FROM (${candidates.join(' UNION ')}) c(n)
   WHERE pg_catalog.current_setting(n, true) IS NOT NULL AND n NOT IN (SELECT name FROM pg_catalog.pg_settings)`
   return `SELECT pg_catalog.lower(name), pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'${placeholders}
 UNION ALL SELECT 'session_authorization', session_user WHERE session_user <> ${login}

@@ -16,6 +16,7 @@ import {
   closeComplete,
   commandComplete,
   customSettingNames,
+  DO_BLOCK,
   errorResponse,
   FRONTEND_TYPE_LIMITS,
   type FrameHandler,
@@ -39,6 +40,7 @@ import {
   rewriteErrorFields,
   SqlState,
   TxStatus,
+  userCodeCalls,
 } from '../protocol/index.ts'
 import {
   changesSettings,
@@ -200,6 +202,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
    * names (see materialize), which pins it: its SQL goes to Postgres as sent.
    */
   private materialized = false
+  /** A statement prepared here for the client's next EXECUTE or Bind failed (see onBackendMessage). */
+  private preparingFailed = false
+  /** Functions the session called since the last probe (see noteUserCode). */
+  private readonly calledFunctions = new Set<string>()
   /** Custom (dotted) settings the session named; the probe asks for them by name. */
   readonly customSettingNames = new Set<string>()
   /** Ends the session when it stays idle while pinned (see pinnedIdleTimeoutMs). */
@@ -646,7 +652,12 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         this.toClient.push(DEALLOCATE_TAG)
         this.toClient.push(readyForQuery[this.txStatus])
         this.flushClient()
-        if (this.txStatus === TxStatus.Idle && this.pinned) this.idleWhilePinned()
+        if (this.txStatus === TxStatus.Idle) {
+          // As after a ReadyForQuery from the backend (the lease may be a fresh one).
+          if (this.settingsDirty || this.pinsDirty) this.probeSession()
+          else if (!this.pinned) this.releaseLease()
+          else this.idleWhilePinned()
+        }
         return true
       }
     }
@@ -886,9 +897,9 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     // end the client's batch), in the unnamed statement; the client's own unnamed
     // statement is sent again when it is next used.
     this.unnamedHere = false
-    this.expect(Kind.Bind, Action.Skip)
-    this.expect(Kind.Execute, Action.Skip)
-    this.expect(Kind.Close, Action.Skip)
+    this.expect(Kind.Bind, Action.Skip, null, statement)
+    this.expect(Kind.Execute, Action.Skip, null, statement)
+    this.expect(Kind.Close, Action.Skip, null, statement)
     this.toBackend.push(frontend.parse('', statement.prepareSql!, []))
     this.toBackend.push(frontend.bind(INTERNAL_PORTAL, ''))
     this.toBackend.push(frontend.execute(INTERNAL_PORTAL))
@@ -964,7 +975,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         this.txStatus = frame[5]
         this.copyIn = false
         this.syncPoints--
-        if (forwardsReady(head)) this.toClient.push(frame)
+        if (forwardsReady(head)) {
+          this.preparingFailed = false
+          this.toClient.push(frame)
+        }
         this.complete()
         if (this.draining) {
           // Released early: the lease ends with the reply to the promised batch.
@@ -1040,8 +1054,18 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         }
         if (head?.action === Action.Internal || head?.action === Action.InternalReady) return
         let error = frame
+        if (head?.action === Action.Skip && head.statement !== null) {
+          // Preparing a statement here failed (its table is gone): that is the error the
+          // client's EXECUTE or Bind gets, as Postgres re-planning it would report it, with
+          // no position in a text the client never sent.
+          this.preparingFailed = true
+          this.lease!.prepared.delete(head.statement.name)
+          if (head.statement.parse === null) error = rewriteErrorFields(frame, dropPosition)
+        } else if (this.preparingFailed && head?.rename) {
+          return // the EXECUTE of the statement that could not be prepared: said already
+        }
         if (head?.kind === Kind.Query && head.statement !== null && head.clientName !== null) {
-          if (head.rename !== null) error = renameInError(frame, head.rename)
+          if (head.rename !== null) error = renameInError(error, head.rename)
           else if (this.statements.get(head.clientName) === head.statement) {
             // The PREPARE failed: the name was never the session's.
             this.statements.delete(head.clientName)
@@ -1091,6 +1115,14 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     const code = (error as NodeJS.ErrnoException).code
     if (this.awaitingFirstReply && (code === 'EPIPE' || code === 'ECONNRESET')) unserved = true
     this.awaitingFirstReply = false
+    if (this.replies.length === 0 && !this.unsynced) {
+      // Lost between the client's requests (during the probe after them): nothing of
+      // the client's was outstanding, so there is nothing to report.
+      this.sentFrames = null
+      this.backendFatal = null
+      if (this.pending.length > 0) this.requestLease()
+      return
+    }
     let syncPoints = 0
     for (let reply = this.replies.shift(); reply !== undefined; reply = this.replies.shift()) {
       if (reply.kind === Kind.Sync || reply.kind === Kind.Query) syncPoints++
@@ -1179,6 +1211,8 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
   /** What the SQL text in [start, end) of a frame may do to session state: cheap triggers for the probe. */
   private noteText(frame: Buffer, start: number, end: number): void {
     if (mentionsSetConfig(frame, start, end)) this.settingsDirty = true
+    const calls = userCodeCalls(frame, start, end)
+    if (calls.length > 0) this.noteUserCode(calls, frame.toString('utf8', start, end))
     if (mayPin(frame, start, end)) this.pinsDirty = true
     if (mentionsSequenceFunction(frame, start, end)) this.noteSequenceUse()
     for (const name of customSettingNames(frame, start, end)) this.noteCustomSetting(name)
@@ -1188,8 +1222,23 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
   private noteStatement(statement: CanonicalStatement): void {
     if (statement.setsConfig) this.settingsDirty = true
     if (statement.mayPin) this.pinsDirty = true
+    if (statement.userCode.length > 0) this.noteUserCode(statement.userCode, '')
     if (statement.usesSequences) this.noteSequenceUse()
     for (const name of statement.customSettings) this.noteCustomSetting(name)
+  }
+
+  /**
+   * User code may change settings (the probe then asks Postgres) and set custom ones
+   * Postgres lists nowhere: their names are looked for in the called functions' source
+   * by the probe, and in a DO block's text here.
+   */
+  private noteUserCode(calls: readonly string[], text: string): void {
+    this.settingsDirty = true
+    for (const name of calls) {
+      if (name !== DO_BLOCK) {
+        if (this.calledFunctions.size < MAX_CUSTOM_SETTINGS) this.calledFunctions.add(name)
+      } else for (const [dotted] of text.matchAll(DOTTED_NAME)) this.noteCustomSetting(dotted.toLowerCase())
+    }
   }
 
   private noteSequenceUse(): void {
@@ -1216,7 +1265,9 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     this.pinsDirty = false
     this.draining = true
     this.flushClient()
-    lease.query(sessionProbe(this.ctx.user, this.customSettingNames)).then(
+    const probe = sessionProbe(this.ctx.user, this.customSettingNames, this.calledFunctions)
+    this.calledFunctions.clear()
+    lease.query(probe).then(
       ({ rows, error }) => {
         if (this.lease !== lease) return
         if (error !== null) {
@@ -1232,7 +1283,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         let pins = 0
         for (const [name, value] of rows as [string, string][]) {
           if (name === PIN_ROW) pins = Number(value)
-          else applied.set(name, value)
+          else {
+            applied.set(name, value)
+            if (name.includes('.')) this.noteCustomSetting(name)
+          }
         }
         // RESET returns a startup setting to its startup value in Postgres (the backend
         // has it from set_config, so there it went back to the default): restore it.
@@ -1250,7 +1304,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
           if (this.replies.length === 0 && this.txStatus === TxStatus.Idle) this.idleWhilePinned()
         } else this.releaseLease()
       },
-      () => {},
+      (error: Error) => {
+        // The backend died under the probe: the session's own replies were all in.
+        if (this.lease === lease) this.onBackendClosed(error, false)
+      },
     )
   }
 
@@ -1344,6 +1401,11 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
 const PREPARE_TAG = commandComplete('PREPARE')
 const DEALLOCATE_TAG = commandComplete('DEALLOCATE')
 
+/** For rewriteErrorFields: an error position ('P') in a text of ours means nothing to the client. */
+function dropPosition(field: number, value: string): string | null {
+  return field === 0x50 ? null : value
+}
+
 function quoteIdentifier(name: string): string {
   return `"${name.replaceAll('"', '""')}"`
 }
@@ -1375,5 +1437,8 @@ const CLIENT_STREAM_TYPES = [Frontend.CopyData]
 /** Client bytes a waiting session buffers before it stops reading its socket. */
 const MAX_PENDING_BYTES = 1 << 20
 
-/** Most custom setting names one session's probe asks for. */
+/** Most custom setting names (and called functions) one session's probe asks for. */
 const MAX_CUSTOM_SETTINGS = 64
+
+/** A dotted name, as a custom setting's. */
+const DOTTED_NAME = /[A-Za-z_][A-Za-z_0-9$]*\.[A-Za-z_][A-Za-z_0-9$]*/g

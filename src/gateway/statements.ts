@@ -5,6 +5,7 @@ import {
   mayPin,
   mentionsSequenceFunction,
   mentionsSetConfig,
+  userCodeCalls,
 } from '../protocol/index.ts'
 
 /**
@@ -28,6 +29,8 @@ export interface CanonicalStatement {
   readonly setsConfig: boolean
   /** Its text may create state that pins a session to its backend (see mayPin). */
   readonly mayPin: boolean
+  /** The user code its text calls, which may change settings (see userCodeCalls). */
+  readonly userCode: readonly string[]
   /** Its text calls a sequence function by name (see mentionsSequenceFunction). */
   readonly usesSequences: boolean
   /** The custom settings its text names (see customSettingNames). */
@@ -68,6 +71,7 @@ export class StatementRegistry {
         prepareSql: null,
         pipelineSafe: isPipelineSafe(body, 0, textEnd),
         setsConfig: mentionsSetConfig(body, 0, textEnd),
+        userCode: userCodeCalls(body, 0, textEnd),
         mayPin: mayPin(body, 0, textEnd),
         usesSequences: mentionsSequenceFunction(body, 0, textEnd),
         customSettings: customSettingNames(body, 0, textEnd),
@@ -91,6 +95,7 @@ export class StatementRegistry {
         prepareSql: `PREPARE ${name} ${body}`,
         pipelineSafe: false,
         setsConfig: mentionsSetConfig(text),
+        userCode: userCodeCalls(text),
         mayPin: mayPin(text),
         usesSequences: mentionsSequenceFunction(text),
         customSettings: customSettingNames(text),

@@ -97,9 +97,12 @@ export function parseErrorFields(body: Buffer): ErrorFields {
 
 /**
  * A copy of an ErrorResponse or NoticeResponse frame with each field's value passed
- * through `rewrite(field code, value)`.
+ * through `rewrite(field code, value)`; null drops the field.
  */
-export function rewriteErrorFields(frame: Buffer, rewrite: (field: number, value: string) => string): Buffer {
+export function rewriteErrorFields(
+  frame: Buffer,
+  rewrite: (field: number, value: string) => string | null,
+): Buffer {
   const parts: Buffer[] = [frame.subarray(0, 5)]
   let offset = 5
   while (offset < frame.length && frame[offset] !== 0) {
@@ -108,11 +111,12 @@ export function rewriteErrorFields(frame: Buffer, rewrite: (field: number, value
     if (end < 0) return frame
     const value = frame.toString('utf8', offset + 1, end)
     const rewritten = rewrite(field, value)
-    parts.push(
-      rewritten === value
-        ? frame.subarray(offset, end + 1)
-        : Buffer.from(`${String.fromCharCode(field)}${rewritten}\0`),
-    )
+    if (rewritten !== null)
+      parts.push(
+        rewritten === value
+          ? frame.subarray(offset, end + 1)
+          : Buffer.from(`${String.fromCharCode(field)}${rewritten}\0`),
+      )
     offset = end + 1
   }
   parts.push(Buffer.from([0]))

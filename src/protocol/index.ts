@@ -7,6 +7,7 @@ export * from './md5.ts'
 export * from './scram.ts'
 export {
   customSettingNames,
+  DO_BLOCK,
   isPipelineSafe,
   type ListenStatement,
   mayPin,
@@ -17,6 +18,7 @@ export {
   type PreparedCommand,
   parseListen,
   parsePreparedCommand,
+  userCodeCalls,
 } from './sql-lexer.ts'
 export * from './sqlstate.ts'
 export * from './startup.ts'

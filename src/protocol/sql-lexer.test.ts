@@ -2,10 +2,12 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import {
   customSettingNames,
+  DO_BLOCK,
   isPipelineSafe,
   mentionsSequenceFunction,
   parseListen,
   parsePreparedCommand,
+  userCodeCalls,
 } from './sql-lexer.ts'
 
 const safe = (sql: string) => isPipelineSafe(Buffer.from(sql))
@@ -135,4 +137,20 @@ test('PREPARE, EXECUTE and DEALLOCATE alone are recognised; other forms are not'
   assert.equal(parse('PREPARE q'), undefined)
   assert.equal(parse("PREPARE TRANSACTION 'gid'"), undefined)
   assert.equal(parse('SELECT 1'), undefined)
+})
+
+test('calls that may run user code are named; built-ins, types and column lists are not', () => {
+  const calls = (sql: string) => userCodeCalls(Buffer.from(sql))
+  assert.deepEqual(calls('SELECT set_tenant(42)'), ['set_tenant'])
+  assert.deepEqual(calls('SELECT app.login($1)'), ['login'])
+  assert.deepEqual(calls('SELECT "MyFunc"()'), ['MyFunc'])
+  assert.deepEqual(calls('CALL refresh()'), ['refresh'])
+  assert.deepEqual(calls("DO $$ BEGIN PERFORM set_config('a.b', '1', false); END $$"), [DO_BLOCK])
+  assert.deepEqual(calls('SELECT 1; do_not_care'), [])
+  assert.deepEqual(calls('EXECUTE q(1, 2)'), [])
+  assert.deepEqual(calls('PREPARE q(int) AS SELECT $1'), [])
+  assert.deepEqual(calls('SELECT count(*), now(), coalesce(a, 1)::varchar(10) FROM t'), [])
+  assert.deepEqual(calls('INSERT INTO "T" (a, b) VALUES ($1, $2) ON CONFLICT (a) DO UPDATE SET b = 1'), [])
+  assert.deepEqual(calls("SELECT 'f(x)' AS s, $$ g() $$"), [])
+  assert.deepEqual(calls('UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2'), [])
 })

@@ -285,10 +285,109 @@ export function isPipelineSafe(sql: Buffer, start = 0, end = sql.length): boolea
   return !first
 }
 
+/** Stands for a DO block among the names userCodeCalls returns (no function is named so). */
+export const DO_BLOCK = ''
+
+/**
+ * The user code the text in [start, end) may run, which may change settings without a
+ * SET tag: the names (lower case, unqualified) of functions called outside the built-ins
+ * known to have no session side effects, of procedures CALLed, and DO_BLOCK for a DO
+ * block. Empty when there is none. A cheap trigger for asking Postgres, not proof.
+ */
+export function userCodeCalls(sql: Buffer, start = 0, end = sql.length): string[] {
+  const names: string[] = []
+  let i = start
+  let lastWord = ''
+  let prevWord = ''
+  let qualifier = ''
+  let afterDot = false
+  let statementStart = true
+  while (i < end) {
+    const byte = sql[i]
+    if (byte === 0) break
+    if (isSpace(byte)) {
+      i++
+      continue
+    }
+    if (byte === 0x2d && sql[i + 1] === 0x2d) {
+      i = skipLineComment(sql, i, end)
+      continue
+    }
+    if (byte === 0x2f && sql[i + 1] === 0x2a) {
+      i = skipBlockComment(sql, i, end)
+      if (i < 0) break
+      continue
+    }
+    if (isIdentStart(byte)) {
+      let j = i + 1
+      while (j < end && isIdentChar(sql[j])) j++
+      if (j < end && sql[j] === 0x27 && j === i + 1 && (byte === 0x45 || byte === 0x65)) {
+        i = skipQuoted(sql, j, end, 0x27, true)
+        if (i < 0) break
+        lastWord = ''
+        continue
+      }
+      const word = sql.toString('latin1', i, j).toLowerCase()
+      if (statementStart && word === 'do') names.push(DO_BLOCK)
+      statementStart = false
+      qualifier = afterDot ? lastWord : ''
+      afterDot = false
+      prevWord = lastWord
+      lastWord = word
+      i = j
+      continue
+    }
+    statementStart = false
+    switch (byte) {
+      case 0x27:
+        i = skipQuoted(sql, i, end, 0x27, false)
+        if (i < 0) return names
+        lastWord = ''
+        continue
+      case 0x22: {
+        const close = skipQuoted(sql, i, end, 0x22, false)
+        if (close < 0) return names
+        prevWord = lastWord
+        lastWord = `"${sql.toString('utf8', i + 1, close - 1).replaceAll('""', '"')}`
+        i = close
+        continue
+      }
+      case 0x24:
+        if (sql[i + 1] >= 0x30 && sql[i + 1] <= 0x39) {
+          i += 2
+          while (i < end && sql[i] >= 0x30 && sql[i] <= 0x39) i++
+        } else {
+          const close = skipDollarQuoted(sql, i, end)
+          i = close < 0 ? i + 1 : close
+        }
+        lastWord = ''
+        continue
+      case 0x28:
+        if (lastWord.startsWith('"')) {
+          if (!PAREN_AFTER.has(prevWord)) names.push(lastWord.slice(1))
+        } else if (lastWord !== '' && !parenAllowed(lastWord, prevWord, qualifier)) names.push(lastWord)
+        break
+      case 0x2e:
+        afterDot = true
+        i++
+        continue
+      case 0x3b:
+        statementStart = true
+        break
+    }
+    lastWord = ''
+    i++
+  }
+  return names
+}
+
 function parenAllowed(word: string, before: string, qualifier: string): boolean {
   if (qualifier !== '') return qualifier === 'pg_catalog' && PAREN_OK.has(word)
-  return PAREN_OK.has(word) || before === 'into' || before === 'as'
+  return PAREN_OK.has(word) || PAREN_AFTER.has(before)
 }
+
+/** Words after which `name (` is a column list or statement arguments, not a call. */
+const PAREN_AFTER = new Set(['into', 'as', 'table', 'execute', 'prepare'])
 
 function skipLineComment(sql: Buffer, i: number, end: number): number {
   while (i < end && sql[i] !== 0x0a) i++

@@ -96,6 +96,46 @@ describe('session settings across a pool of 2', () => {
     for (let i = 0; i < 4; i++) assert.equal(await tenant(fresh), null)
   })
 
+  test('settings changed inside functions, CALL and DO follow their session', async () => {
+    const setup = await connect('setup')
+    await setup.query(`CREATE OR REPLACE FUNCTION set_tenant(t text) RETURNS void LANGUAGE plpgsql AS $$
+      BEGIN PERFORM set_config('myapp.tenant', t, false); SET work_mem = '7MB'; END $$`)
+    await setup.query(`CREATE OR REPLACE PROCEDURE set_path(p text) LANGUAGE plpgsql AS $$
+      BEGIN EXECUTE format('SET search_path = %I, public', p); END $$`)
+    const sessions = await Promise.all(Array.from({ length: SESSIONS }, (_, i) => connect(`fn-${i}`)))
+    await Promise.all(
+      sessions.map(async (client, i) => {
+        await client.query(`SELECT set_tenant('t${i}')`)
+        if (i % 2 === 0) await client.query(`CALL set_path('p${i}')`)
+        else await client.query(`DO $$ BEGIN SET search_path = p${i}, public; END $$`)
+      }),
+    )
+    for (let round = 0; round < ROUNDS; round++) {
+      await Promise.all(
+        sessions.map(async (client, i) => {
+          const { rows } = await client.query(
+            "SELECT current_setting('myapp.tenant', true) AS t, current_setting('work_mem') AS mem, current_setting('search_path') AS path",
+          )
+          assert.deepEqual(rows[0], { t: `t${i}`, mem: '7MB', path: `p${i}, public` })
+        }),
+      )
+    }
+    const fresh = await connect('fresh-fn')
+    for (let i = 0; i < 4; i++) {
+      assert.deepEqual(
+        (
+          await fresh.query(
+            "SELECT current_setting('work_mem') AS mem, current_setting('search_path') AS path",
+          )
+        ).rows[0],
+        {
+          mem: '4MB',
+          path: '"$user", public',
+        },
+      )
+    }
+  })
+
   test('SET LOCAL and SETs of rolled-back transactions are gone; committed ones stay', async () => {
     const client = await connect('tx')
     const other = await connect('other')

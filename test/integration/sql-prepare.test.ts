@@ -91,6 +91,40 @@ describe('SQL prepared statements across a pool of 2', () => {
     )
     await assert.rejects(client.query('EXECUTE bad(1)'), code('26000'))
     assert.equal((await client.query('EXECUTE two(20, 22)')).rows[0].s, 42)
+    // DEALLOCATE right after a statement whose lease ends with a settings probe: it is
+    // answered on the next lease, which must end too.
+    await client.query("SELECT set_config('work_mem', '5MB', false)")
+    await client.query('DEALLOCATE two')
+    const deadline = Date.now() + 5000
+    const leased = () => gateway.pooler.stats().reduce((sum, pool) => sum + pool.leased, 0)
+    while (leased() !== 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+    assert.equal(leased(), 0, 'an idle session kept its backend')
+  })
+
+  test('a statement whose table is gone fails on EXECUTE once, with Postgres’s error', async () => {
+    const owner = await connect()
+    await owner.query('CREATE TABLE gone_t (a int)')
+    const sessions = await Promise.all(Array.from({ length: 6 }, () => connect()))
+    await Promise.all(sessions.map((client) => client.query('PREPARE g AS SELECT * FROM gone_t')))
+    await owner.query('DROP TABLE gone_t')
+    // Wherever each lands, prepared there already or not: one error, then a usable session.
+    await Promise.all(
+      sessions.map(async (client) => {
+        for (let i = 0; i < 3; i++) {
+          await assert.rejects(
+            client.query('EXECUTE g'),
+            (error: Error & { code?: string; position?: string }) => {
+              return (
+                error.code === '42P01' &&
+                error.message === 'relation "gone_t" does not exist' &&
+                !error.position
+              )
+            },
+          )
+          assert.equal((await client.query('SELECT 1 AS one')).rows[0].one, 1)
+        }
+      }),
+    )
   })
 
   test('PREPARE inside a transaction survives its rollback, as in Postgres', async () => {
