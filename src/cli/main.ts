@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander'
 import pkg from '../../package.json' with { type: 'json' }
 import { ConfigError } from '../config/index.ts'
+import { addClusterCommands } from './cluster-commands.ts'
 import { addGatewayCommand } from './gateway-command.ts'
 import { addSandboxCommand } from './sandbox-command.ts'
 
@@ -18,6 +19,7 @@ const program = new Command('tidepool')
   .exitOverride()
   .configureOutput({ outputError: (text, write) => write(`tidepool: ${text.replace(/^error: /, '')}`) })
   .showHelpAfterError('(add --help for usage)')
+addClusterCommands(program)
 addGatewayCommand(program)
 addSandboxCommand(program)
 

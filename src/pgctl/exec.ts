@@ -487,3 +487,54 @@ function wrapChild(child: ChildProcess, tracked: Tracked): LongRunningProcess {
     },
   }
 }
+
+/**
+ * Starts a program that outlives us: its own session (detached), output appended to
+ * `logFile`, nothing of it keeping our event loop alive. For the components `tidepool up`
+ * leaves running; they are found again through the topology and stopped by pid.
+ *
+ * @returns the child's pid
+ */
+export async function spawnDetached(
+  command: string,
+  args: readonly string[],
+  opts: { logFile: string; env?: Record<string, string>; cwd?: string },
+): Promise<number> {
+  const prepared = await prepare(command, args, {
+    env: opts.env ?? { ...defaultEnv(), ...inheritedEnv() },
+    cwd: opts.cwd,
+  })
+  const logFd = await open(opts.logFile, 'a', 0o600)
+  try {
+    const child = spawn(prepared.file, prepared.args, {
+      env: prepared.env,
+      cwd: prepared.cwd,
+      stdio: ['ignore', logFd.fd, logFd.fd],
+      detached: true,
+    })
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve)
+      child.once('error', (err) =>
+        reject(
+          new PgctlError('PGCTL_SPAWN_FAILED', `could not start ${describe(command, args)}: ${err.message}`, {
+            cause: err,
+          }),
+        ),
+      )
+    })
+    child.unref()
+    if (child.pid === undefined) throw new PgctlError('PGCTL_SPAWN_FAILED', 'spawned process has no pid')
+    return child.pid
+  } finally {
+    await logFd.close()
+  }
+}
+
+/** Our own PATH and TIDEPOOL_* settings, which a component we start needs as we do. */
+function inheritedEnv(): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value !== undefined && (name === 'PATH' || name.startsWith('TIDEPOOL_'))) env[name] = value
+  }
+  return env
+}

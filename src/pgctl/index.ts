@@ -4,6 +4,9 @@
  *
  * @module
  */
+
+export type { BasebackupOptions } from './basebackup.ts'
+export { basebackup } from './basebackup.ts'
 export type { PgProgram } from './bin.ts'
 export { findPgBinDir, pgBinary } from './bin.ts'
 export type { AuthMethod, ConfigValue, HbaEntry } from './config.ts'
@@ -27,6 +30,7 @@ export {
   prepareServiceDir,
   run,
   serviceUser,
+  spawnDetached,
   spawnLongRunning,
 } from './exec.ts'
 export type { InitdbOptions } from './initdb.ts'

@@ -58,6 +58,22 @@ interface Waiter {
  */
 const PIPELINE_FRESH_MS = 2
 
+/** Pauses between logins while the server restarts. */
+const RETRY_MIN_MS = 50
+const RETRY_MAX_MS = 1000
+
+/**
+ * A login failure that means the server is (re)starting rather than refusing us: no one
+ * listens yet (its socket is missing or refuses), or it is in crash recovery (57P03).
+ */
+function serverRestarting(error: PgError): boolean {
+  if (error.code === SqlState.CannotConnectNow) return true
+  return (
+    error.code === SqlState.ConnectionFailure &&
+    /ECONNREFUSED|ENOENT|ECONNRESET|during login/.test(error.message)
+  )
+}
+
 /** How many idle backends from the top of the stack are checked for matching settings. */
 const SETTINGS_MATCH_DEPTH = 8
 
@@ -80,6 +96,9 @@ export class Pool {
   private closed = false
   private readonly maintenance: NodeJS.Timeout
   private waitSweep: NodeJS.Timeout | null = null
+  /** A retry of a login the restarting server refused (see retryOpen). */
+  private retryTimer: NodeJS.Timeout | null = null
+  private retryDelayMs = RETRY_MIN_MS
   /** Busy backends whose last lease promised to end idle: a lease may queue behind it. */
   private readonly pipelinable = new Set<BackendConn>()
   private readonly stats = {
@@ -180,6 +199,7 @@ export class Pool {
   close(): void {
     this.closed = true
     clearInterval(this.maintenance)
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer)
     if (this.waitSweep !== null) clearInterval(this.waitSweep)
     for (let waiter = this.waiters.shift(); waiter !== undefined; waiter = this.waiters.shift()) {
       waiter.request.onLeaseError(new PgError(SqlState.AdminShutdown, 'the pool is shutting down'))
@@ -330,6 +350,7 @@ export class Pool {
     BackendConn.connect(this.endpoint, startup, this.credentials(), this.options.connectTimeoutMs).then(
       (conn) => {
         this.connecting--
+        this.retryDelayMs = RETRY_MIN_MS
         this.stats.backendsOpened++
         this.all.add(conn)
         conn.setCloseListener((closed, error) => this.forget(closed, error))
@@ -346,6 +367,16 @@ export class Pool {
       },
       (error: PgError) => {
         this.connecting--
+        if (serverRestarting(error) && this.waiters.length > 0 && !this.closed) {
+          // A supervisor brings the server back within seconds (crash recovery): the
+          // waiters keep waiting, up to their wait timeout, and the next try comes soon.
+          this.log.warn(
+            { database: this.database, user: this.user, err: error.message },
+            'server unavailable; retrying',
+          )
+          this.retryOpen()
+          return
+        }
         this.log.warn(
           { database: this.database, user: this.user, err: error.message },
           'backend login failed',
@@ -359,6 +390,18 @@ export class Pool {
         } else this.waiters.shift()?.request.onLeaseError(error)
       },
     )
+  }
+
+  /** Opens a backend again after a pause that grows while the server stays away. */
+  private retryOpen(): void {
+    if (this.retryTimer !== null) return
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null
+      if (this.closed || this.waiters.length <= this.connecting) return
+      if (this.all.size + this.connecting < this.options.maxSize) this.openBackend()
+    }, this.retryDelayMs)
+    this.retryTimer.unref()
+    this.retryDelayMs = Math.min(this.retryDelayMs * 2, RETRY_MAX_MS)
   }
 
   private forget(conn: BackendConn, error: Error): void {

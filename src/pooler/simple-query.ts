@@ -1,5 +1,5 @@
 import { Backend, frontend, PgError, SqlState } from '../protocol/index.ts'
-import { type BackendConn, type BackendReceiver, errorFromFrame } from './backend.ts'
+import { BackendConn, type BackendReceiver, type Endpoint, errorFromFrame } from './backend.ts'
 
 /** Rows of a simple query, each column as text or null. */
 export type Rows = (string | null)[][]
@@ -63,4 +63,27 @@ function decodeDataRow(frame: Buffer): (string | null)[] {
 /** Quotes a string as an SQL literal (standard_conforming_strings on, as since PG 9.1). */
 export function quoteLiteral(value: string): string {
   return `'${value.replaceAll("'", "''")}'`
+}
+
+/**
+ * Logs in to a server as `user` (trust or peer: no password), runs one query and
+ * disconnects: for supervision checks, not for sessions.
+ */
+export async function queryServer(
+  endpoint: Endpoint,
+  user: string,
+  sql: string,
+  timeoutMs = 5000,
+): Promise<QueryResult> {
+  const conn = await BackendConn.connect(
+    endpoint,
+    { user, database: 'postgres', application_name: 'tidepool-supervisor' },
+    {},
+    timeoutMs,
+  )
+  try {
+    return await simpleQuery(conn, sql)
+  } finally {
+    conn.destroy()
+  }
 }

@@ -1,0 +1,13 @@
+/**
+ * The managed cluster: `tidepool up` creates and starts Postgres instances with their
+ * poolers and a gateway, `down` stops them, `status` reports them, all through the
+ * topology.
+ *
+ * @module
+ */
+export { runClusterGateway } from './cluster-gateway.ts'
+export { CLUSTER_OPTIONS, type ClusterConfig, loadClusterConfig } from './config.ts'
+export { down } from './down.ts'
+export { formatStatus, status } from './status.ts'
+export { superviseInstance } from './supervisor.ts'
+export { type UpResult, up } from './up.ts'

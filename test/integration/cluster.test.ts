@@ -1,0 +1,218 @@
+/**
+ * `tidepool up` as an operator uses it: a primary and 2 streaming replicas, a pooler
+ * process per instance and a gateway process, all real. Writes go through the gateway and
+ * come back from a replica; kill -9 of a Postgres is survived; `down` leaves nothing
+ * running and `up` after it keeps the data.
+ */
+import assert from 'node:assert/strict'
+import { access, mkdtemp, rm } from 'node:fs/promises'
+import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import pg from 'pg'
+import { type ClusterConfig, down, loadClusterConfig, status, up } from '../../src/cluster/index.ts'
+import { createLogger } from '../../src/log.ts'
+import { prepareServiceDir } from '../../src/pgctl/index.ts'
+import { freePort } from '../support/ports.ts'
+
+const log = createLogger('error')
+
+/** Three consecutive free ports for the instances. */
+async function freePortRun(count: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * 30000)
+    const free = await Promise.all(Array.from({ length: count }, (_, i) => portFree(base + i)))
+    if (free.every(Boolean)) return base
+  }
+  throw new Error('no run of free ports')
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer()
+    server.once('error', () => resolve(false))
+    server.listen({ host: '127.0.0.1', port }, () => server.close(() => resolve(true)))
+  })
+}
+
+async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 15_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  for (;;) {
+    try {
+      const value = await check()
+      if (value !== undefined) return value
+    } catch (error) {
+      last = error
+    }
+    if (Date.now() > deadline) assert.fail(`${what} within ${timeoutMs} ms (last error: ${String(last)})`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+describe('tidepool up: a managed cluster', () => {
+  let dir: string
+  let config: ClusterConfig
+  let url: string
+  let replicaUrl: string
+  const clients: pg.Client[] = []
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tidepool-cluster-'))
+    await prepareServiceDir(dir, 0o711)
+    config = loadClusterConfig({
+      flags: {
+        dir: join(dir, 'data'),
+        port: String(await freePort()),
+        replicaPort: String(await freePort()),
+        instancePortBase: String(await freePortRun(3)),
+        logLevel: 'warn',
+      },
+      env: {},
+    })
+    const result = await up(config, log)
+    assert.equal(result.created, true)
+    url = result.url
+    replicaUrl = result.replicaUrl
+  })
+
+  after(async () => {
+    await Promise.all(clients.map((client) => client.end().catch(() => {})))
+    if (config !== undefined) await down(config, log)
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true })
+  })
+
+  async function writer(sql: string): Promise<void> {
+    const client = await connect(url)
+    await client.query(sql)
+  }
+
+  /** Each replica, asked directly on its own port, has the row: it streams. */
+  async function rowOnEachReplica(id: number): Promise<void> {
+    const replicas = (await status(config)).instances.filter((instance) => instance.role === 'replica')
+    assert.equal(replicas.length, 2)
+    for (const replica of replicas) {
+      const direct = new URL(url)
+      direct.port = String(replica.port)
+      const client = await connect(direct.toString())
+      await eventually(`row ${id} on ${replica.name}`, async () => {
+        const { rows } = await client.query('SELECT 1 FROM notes WHERE id = $1', [id])
+        return rows.length === 1 ? true : undefined
+      })
+    }
+  }
+
+  async function connect(connectionString: string): Promise<pg.Client> {
+    const client = new pg.Client({ connectionString })
+    client.on('error', () => {})
+    await client.connect()
+    clients.push(client)
+    return client
+  }
+
+  test('a row written through the gateway is read back from a replica', async () => {
+    const writer = await connect(url)
+    assert.equal((await writer.query('SELECT pg_is_in_recovery() AS r')).rows[0].r, false)
+    await writer.query('CREATE TABLE notes (id int PRIMARY KEY, body text)')
+    await writer.query("INSERT INTO notes VALUES (1, 'hello')")
+    const reader = await connect(replicaUrl)
+    assert.equal((await reader.query('SELECT pg_is_in_recovery() AS r')).rows[0].r, true)
+    const body = await eventually('the row on the replica', async () => {
+      const { rows } = await reader.query('SELECT body FROM notes WHERE id = 1')
+      return rows[0]?.body as string | undefined
+    })
+    assert.equal(body, 'hello')
+    await assert.rejects(reader.query("INSERT INTO notes VALUES (2, 'no')"), (error: { code?: string }) => {
+      return error.code === '25006' // read_only_sql_transaction
+    })
+  })
+
+  test('the status shows a primary and 2 streaming replicas', async () => {
+    const snapshot = await status(config)
+    assert.deepEqual(
+      snapshot.instances.map((instance) => [instance.role, instance.health]),
+      [
+        ['primary', 'healthy'],
+        ['replica', 'healthy'],
+        ['replica', 'healthy'],
+      ],
+    )
+    assert.equal(snapshot.gateways.length, 1)
+    await writer(`INSERT INTO notes VALUES (2, 'to both replicas')`)
+    await rowOnEachReplica(2)
+  })
+
+  test('kill -9 of the primary: restarted, serving again, idle sessions untouched', async () => {
+    const idle = await connect(url)
+    assert.equal((await idle.query('SELECT 1 AS one')).rows[0].one, 1)
+    const busy = await connect(url)
+    await busy.query('SELECT 1')
+    const running = busy.query('SELECT pg_sleep(30)')
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    const before = (await status(config)).instances[0]
+    process.kill(before.postgresPid!, 'SIGKILL')
+    // Only the statement that was running fails, with the server's reason.
+    await assert.rejects(running, (error: Error & { code?: string }) => {
+      return typeof error.code === 'string' && /postmaster|connection/i.test(error.message)
+    })
+    // The session held no backend while idle: its next query, sent at once, waits for
+    // the restarted server and succeeds, as if nothing had happened.
+    const { rows } = await idle.query('SELECT count(*)::int AS n FROM notes')
+    assert.equal(rows[0].n, 2)
+    const restarted = await eventually('the primary restarted', async () => {
+      const primary = (await status(config)).instances[0]
+      return primary.health === 'healthy' && primary.postgresPid !== before.postgresPid ? primary : undefined
+    })
+    assert.equal(restarted.restarts, before.restarts + 1)
+    assert.equal((await busy.query('SELECT 2 AS two')).rows[0].two, 2)
+    await idle.query("INSERT INTO notes VALUES (3, 'after the crash')")
+  })
+
+  test('kill -9 of a replica: restarted and streaming again', async () => {
+    const before = (await status(config)).instances[1]
+    process.kill(before.postgresPid!, 'SIGKILL')
+    await eventually('the replica restarted', async () => {
+      const replica = (await status(config)).instances[1]
+      return replica.health === 'healthy' && replica.postgresPid !== before.postgresPid ? replica : undefined
+    })
+    await writer(`INSERT INTO notes VALUES (4, 'to the replicas')`)
+    await rowOnEachReplica(4)
+  })
+
+  test('down leaves no process behind; up again keeps the data', async () => {
+    for (const client of clients.splice(0)) await client.end().catch(() => {})
+    const running = await status(config)
+    const pids = [
+      ...running.gateways.map((gateway) => gateway.pid),
+      ...running.instances.flatMap((instance) => [instance.poolerPid!, instance.postgresPid!]),
+    ]
+    assert.equal(pids.length, 7)
+    await down(config, log)
+    assert.deepEqual(pids.filter(isAlive), [])
+    for (const instance of running.instances) {
+      await assert.rejects(access(join(instance.dataDir, 'postmaster.pid')))
+    }
+    const again = await up(config, log)
+    assert.equal(again.created, false)
+    const reader = await connect(again.replicaUrl)
+    const count = await eventually('the data on a replica after up', async () => {
+      const { rows } = await reader.query('SELECT count(*)::int AS n FROM notes')
+      return rows[0].n === 4 ? rows[0].n : undefined
+    })
+    assert.equal(count, 4)
+  })
+})
