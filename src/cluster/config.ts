@@ -35,10 +35,20 @@ const schema = z.object({
   port,
   replicaPort: port,
   instancePortBase: port,
-  replicas: z.coerce.number().int('expected a whole number').min(0, 'expected 0 or more').max(8, 'at most 8'),
+  replicas: z.coerce
+    .number({ error: 'expected a whole number' })
+    .int('expected a whole number')
+    .min(0, 'expected 0 or more')
+    .max(8, 'at most 8'),
   user: z.string().regex(/^[a-z_][a-z0-9_]*$/, 'expected a lower-case role name'),
-  poolSize: z.coerce.number().int('expected a whole number').min(1, 'expected at least 1'),
-  maxLagBytes: z.coerce.number().int().min(0),
+  poolSize: z.coerce
+    .number({ error: 'expected a whole number' })
+    .int('expected a whole number')
+    .min(1, 'expected at least 1'),
+  maxLagBytes: z.coerce
+    .number({ error: 'expected a number of bytes' })
+    .int('expected a whole number')
+    .min(0, 'expected 0 or more'),
   logLevel: z.enum(LOG_LEVELS),
 })
 
