@@ -4,11 +4,11 @@ import net from 'node:net'
 import tls from 'node:tls'
 import type { GatewayConfig } from '../config/index.ts'
 import type { Logger } from '../log.ts'
-import { Pooler } from '../pooler/index.ts'
+import { type Endpoint, Pooler } from '../pooler/index.ts'
 import { PgError, SqlState } from '../protocol/index.ts'
 import { ReportedParameters } from './parameters.ts'
 import type { ClientSession } from './relay-session.ts'
-import { acceptClient, type StartupContext } from './startup.ts'
+import { acceptClient, type SessionRoute, type StartupContext } from './startup.ts'
 import { StatementRegistries } from './statements.ts'
 
 /** A running gateway. */
@@ -16,26 +16,46 @@ export interface Gateway {
   /** The TCP port it listens on (useful when configured with port 0). */
   readonly port: number
   readonly pooler: Pooler
+  /** Its pooler and per-pooler state, for another gateway to send sessions to. */
+  readonly route: SessionRoute
   /** Sessions currently open. */
   sessionCount(): number
   /** Stops accepting, ends every session and closes every backend. */
   close(): Promise<void>
 }
 
+/** How a gateway inside a cluster finds its servers. */
+export interface GatewayRouting {
+  /** Where each new backend connection goes (see PoolerOptions.route). */
+  route?: () => Endpoint
+  /** A gateway whose backends serve the sessions that ask for read-only. */
+  readOnly?: Gateway
+}
+
 /**
  * Starts the gateway: client listeners (TCP and optionally a Unix socket), sessions,
  * and the in-process pooler they lease backends from.
  */
-export async function startGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
+export async function startGateway(
+  config: GatewayConfig,
+  log: Logger,
+  routing: GatewayRouting = {},
+): Promise<Gateway> {
   const { upstream } = config
   const pooler = new Pooler(
     {
       upstream,
+      route: routing.route,
       pool: config.pool,
       authCacheTtlMs: config.auth.cacheTtlMs,
     },
     log,
   )
+  const route: SessionRoute = {
+    pooler,
+    parameters: new ReportedParameters(pooler),
+    statements: new StatementRegistries(),
+  }
   const sessions = new Map<number, ClientSession>()
   let lastSessionId = 0
   const secureContext =
@@ -46,10 +66,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
           key: readFileSync(config.tls.keyFile),
         })
   const ctx: StartupContext = {
+    ...route,
     authMethod: config.auth.method,
-    pooler,
-    parameters: new ReportedParameters(pooler),
-    statements: new StatementRegistries(),
+    readOnly: routing.readOnly?.route ?? null,
     pipelining: config.pool.pipelineDepth > 0,
     secureContext,
     startupTimeoutMs: config.startupTimeoutMs,
@@ -96,6 +115,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   return {
     port,
     pooler,
+    route,
     sessionCount: () => sessions.size,
     async close() {
       // server.close() waits for every connection to end: end them all first.

@@ -1,1 +1,1 @@
-export { type Gateway, startGateway } from './gateway.ts'
+export { type Gateway, type GatewayRouting, startGateway } from './gateway.ts'

@@ -25,12 +25,18 @@ import { type ClientSession, RelaySession } from './relay-session.ts'
 import { Session } from './session.ts'
 import type { StatementRegistries } from './statements.ts'
 
-/** Everything the startup phase needs from the gateway that runs it. */
-export interface StartupContext {
-  authMethod: ClientAuthMethod
+/** Where a session's backends come from: a pooler and what is kept per pooler. */
+export interface SessionRoute {
   pooler: Pooler
   parameters: ReportedParameters
   statements: StatementRegistries
+}
+
+/** Everything the startup phase needs from the gateway that runs it. */
+export interface StartupContext extends SessionRoute {
+  authMethod: ClientAuthMethod
+  /** Where sessions that ask for read-only go (a cluster's replicas), if anywhere. */
+  readOnly: SessionRoute | null
   pipelining: boolean
   secureContext: tls.SecureContext | null
   startupTimeoutMs: number
@@ -50,7 +56,21 @@ const REFUSE_ENCRYPTION = Buffer.from('N')
 const ACCEPT_ENCRYPTION = Buffer.from('S')
 
 /** Startup parameters that are not settings. */
-const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication'])
+const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication', 'target_session_attrs'])
+
+/** target_session_attrs values that ask for a server in recovery, as libpq spells them. */
+const READ_ONLY_ATTRS = new Set(['read-only', 'standby', 'prefer-standby'])
+
+/**
+ * Whether a session asks to be served read-only: `target_session_attrs=read-only` (or
+ * standby) sent as a startup parameter, or `default_transaction_read_only` set on.
+ */
+function asksReadOnly(parameters: Map<string, string>, settings: Map<string, string>): boolean {
+  const attrs = parameters.get('target_session_attrs')
+  if (attrs !== undefined && READ_ONLY_ATTRS.has(attrs.toLowerCase())) return true
+  const readOnly = settings.get('default_transaction_read_only')?.toLowerCase()
+  return readOnly === 'on' || readOnly === 'true' || readOnly === '1' || readOnly === 'yes'
+}
 
 /**
  * Runs a new client connection through the startup phase (SSL/GSS negotiation, cancel,
@@ -156,8 +176,9 @@ async function startSession(
     await startRelay(reader, database, user, parameters, ctx)
     return
   }
+  const route = ctx.readOnly !== null && asksReadOnly(parameters, settings) ? ctx.readOnly : ctx
   const key = settingsKey(settings)
-  const reported = await ctx.parameters.get(database, user, settings, key)
+  const reported = await route.parameters.get(database, user, settings, key)
   const id = ctx.nextSessionId()
   const secretKey = randomInt(1, 0x7fffffff)
   const parts = [authenticationOk]
@@ -174,8 +195,8 @@ async function startSession(
       user,
       settings,
       settingsKey: key,
-      pooler: ctx.pooler,
-      statements: ctx.statements.for(database, user),
+      pooler: route.pooler,
+      statements: route.statements.for(database, user),
       pipelining: ctx.pipelining,
       pinnedIdleTimeoutMs: ctx.pinnedIdleTimeoutMs,
       log: ctx.log,

@@ -93,6 +93,8 @@ export class BackendConn implements FrameHandler {
   readonly queued: QueuedLease[] = []
   /** Its session keeps it between transactions (statistics only). */
   pinned = false
+  /** The server this connection went to (a cancel goes there too). */
+  readonly endpoint: Endpoint
   /** When it was last granted or last finished a batch (performance.now()). */
   activeAt = 0
   /** Set once the connection failed or was closed. */
@@ -100,8 +102,9 @@ export class BackendConn implements FrameHandler {
   private readonly framer: Framer
   private onClose: ((conn: BackendConn, error: Error) => void) | null = null
 
-  private constructor(socket: net.Socket) {
+  private constructor(socket: net.Socket, endpoint: Endpoint) {
     this.socket = socket
+    this.endpoint = endpoint
     this.framer = new Framer(this, {
       streamTypes: BACKEND_STREAM_TYPES,
       transientChunks: true,
@@ -129,7 +132,7 @@ export class BackendConn implements FrameHandler {
     const socket = endpoint.socketDir
       ? net.connect({ path: `${endpoint.socketDir}/.s.PGSQL.${endpoint.port}`, onread })
       : net.connect({ host: endpoint.host ?? '127.0.0.1', port: endpoint.port, noDelay: true, onread })
-    const conn = new BackendConn(socket)
+    const conn = new BackendConn(socket, endpoint)
     return new Promise((resolve, reject) => {
       const login = new Login(conn, startup, credentials, resolve, reject)
       const timer = setTimeout(

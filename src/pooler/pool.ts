@@ -85,7 +85,8 @@ const SETTINGS_MATCH_DEPTH = 8
 export class Pool {
   readonly database: string
   readonly user: string
-  private readonly endpoint: Endpoint
+  /** Where a new backend connection goes (asked at each login). */
+  private readonly endpoint: () => Endpoint
   private readonly options: PoolOptions
   private readonly credentials: () => BackendCredentials
   private readonly log: Logger
@@ -112,7 +113,7 @@ export class Pool {
   constructor(
     database: string,
     user: string,
-    endpoint: Endpoint,
+    endpoint: () => Endpoint,
     options: PoolOptions,
     credentials: () => BackendCredentials,
     log: Logger,
@@ -169,7 +170,7 @@ export class Pool {
 
   /** Asks the server to cancel what `conn` runs now, on a connection of its own. */
   cancelBackend(conn: BackendConn): void {
-    sendCancel(this.endpoint, conn, this.options.connectTimeoutMs, (error) =>
+    sendCancel(conn.endpoint, conn, this.options.connectTimeoutMs, (error) =>
       this.log.warn({ err: error.message }, 'cancel request failed'),
     )
   }
@@ -347,7 +348,7 @@ export class Pool {
   private openBackend(): void {
     this.connecting++
     const startup = { user: this.user, database: this.database }
-    BackendConn.connect(this.endpoint, startup, this.credentials(), this.options.connectTimeoutMs).then(
+    BackendConn.connect(this.endpoint(), startup, this.credentials(), this.options.connectTimeoutMs).then(
       (conn) => {
         this.connecting--
         this.retryDelayMs = RETRY_MIN_MS

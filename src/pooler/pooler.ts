@@ -18,6 +18,11 @@ export interface RoleInfo {
 
 export interface PoolerOptions {
   upstream: Endpoint & { user?: string; password?: string; database?: string }
+  /**
+   * Where each new backend connection goes, asked at every login (a cluster's replicas
+   * come and go); the upstream's address when absent. Logins use the upstream's role.
+   */
+  route?: () => Endpoint
   pool: Omit<PoolOptions, 'connectTimeoutMs'>
   /** How long role lookups stay cached. */
   authCacheTtlMs: number
@@ -85,14 +90,13 @@ export class Pooler {
     user: string,
     parameters: Record<string, string>,
   ): Promise<DedicatedBackend> {
-    const { upstream } = this.options
     const conn = await BackendConn.connect(
-      upstream,
+      this.endpoint(),
       { ...parameters, user, database },
       this.backendCredentials(user),
       this.options.connectTimeoutMs ?? 10_000,
     )
-    return new DedicatedBackend(conn, upstream, this.log)
+    return new DedicatedBackend(conn, conn.endpoint, this.log)
   }
 
   /** The shared LISTEN connection of `database` (created on first use). */
@@ -105,7 +109,7 @@ export class Pooler {
       hub = new NotificationHub(
         () =>
           BackendConn.connect(
-            upstream,
+            this.endpoint(),
             startup,
             this.backendCredentials(user),
             this.options.connectTimeoutMs ?? 10_000,
@@ -131,6 +135,10 @@ export class Pooler {
     if (admin !== null) (await admin.catch(() => null))?.destroy()
   }
 
+  private endpoint(): Endpoint {
+    return this.options.route?.() ?? this.options.upstream
+  }
+
   private pool(database: string, user: string): Pool {
     const key = poolKey(database, user)
     let pool = this.pools.get(key)
@@ -138,7 +146,7 @@ export class Pooler {
       pool = new Pool(
         database,
         user,
-        this.options.upstream,
+        () => this.endpoint(),
         { ...this.options.pool, connectTimeoutMs: this.options.connectTimeoutMs ?? 10_000 },
         () => this.backendCredentials(user),
         this.log,
@@ -176,7 +184,7 @@ export class Pooler {
     const user = upstream.user ?? 'postgres'
     const startup = { user, database: upstream.database ?? 'postgres', application_name: 'tidepool-admin' }
     const login = BackendConn.connect(
-      upstream,
+      this.endpoint(),
       startup,
       this.backendCredentials(user),
       this.options.connectTimeoutMs ?? 10_000,

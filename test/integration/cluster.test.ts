@@ -141,6 +141,16 @@ describe('tidepool up: a managed cluster', () => {
     })
   })
 
+  test('a session on the main port that asks for read-only is served by a replica', async () => {
+    const client = new pg.Client({ connectionString: url, options: '-c default_transaction_read_only=on' })
+    await client.connect()
+    clients.push(client)
+    const { rows } = await client.query('SELECT pg_is_in_recovery() AS r, current_setting($1) AS ro', [
+      'default_transaction_read_only',
+    ])
+    assert.deepEqual(rows[0], { r: true, ro: 'on' })
+  })
+
   test('the status shows a primary and 2 streaming replicas', async () => {
     const snapshot = await status(config)
     assert.deepEqual(
