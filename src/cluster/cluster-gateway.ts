@@ -65,6 +65,7 @@ export async function runClusterGateway(config: ClusterConfig, log: Logger): Pro
         port: config.port,
         replicaPort: config.replicaPort,
         sessions: gateways.reduce((sum, gateway) => sum + gateway.sessionCount(), 0),
+        ...poolUse(gateways),
         updatedAt: new Date().toISOString(),
       })
       .catch((error: Error) => log.error({ err: error.message }, 'cannot write the topology record'))
@@ -79,6 +80,18 @@ export async function runClusterGateway(config: ClusterConfig, log: Logger): Pro
   log.info('stopping')
   await Promise.all(gateways.map((gateway) => gateway.close()))
   await topology.removeGateway(name)
+}
+
+function poolUse(gateways: Gateway[]): { backends: number; leased: number } {
+  let backends = 0
+  let leased = 0
+  for (const gateway of gateways) {
+    for (const pool of gateway.pooler.stats()) {
+      backends += pool.size
+      leased += pool.leased
+    }
+  }
+  return { backends, leased }
 }
 
 function endpointOf(instance: InstanceRecord): Endpoint {

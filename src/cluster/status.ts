@@ -30,7 +30,7 @@ export function formatStatus(snapshot: TopologySnapshot): string {
       `${gateway.host}:${gateway.port} (replicas :${gateway.replicaPort})`,
       '-',
       '-',
-      `${gateway.sessions} sessions`,
+      `${gateway.sessions} sessions, ${gateway.leased}/${gateway.backends} backends leased`,
     ])
   }
   if (snapshot.gateways.length === 0) rows.push(['gateway', '-', 'stopped', '-', '-', '-', '-', ''])

@@ -109,7 +109,11 @@ export async function superviseInstance(config: ClusterConfig, name: string, log
         health: 'failed',
         problem: `${restarts.length} restarts within ${RESTART_WINDOW_MS / 1000} s; see ${layout.logFile}`,
       })
+      // Stay, to be seen failed in the topology, until told to stop (a signal handler
+      // alone keeps no process alive).
+      const keepAlive = setInterval(() => {}, 60_000)
       await stopped
+      clearInterval(keepAlive)
       break
     }
     await publish({ restarts: record.restarts + 1 })

@@ -59,6 +59,9 @@ export interface GatewayRecord {
   port: number
   replicaPort: number
   sessions: number
+  /** Backend connections its pools hold, and how many of them are leased now. */
+  backends: number
+  leased: number
   updatedAt: string
 }
 

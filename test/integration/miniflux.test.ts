@@ -103,7 +103,7 @@ describe('Miniflux on a tidepool up cluster', () => {
       })
       const cluster = await up(config, createLogger('error'))
 
-      feedServer = createServer((request, response) => {
+      feedServer = createServer((_request, response) => {
         response.setHeader('content-type', 'application/rss+xml')
         response.end(`<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0"><channel><title>Tidepool test feed</title><link>http://127.0.0.1/</link>
