@@ -1,10 +1,10 @@
-import { access } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '../log.ts'
 import { stop } from '../pgctl/index.ts'
 import { FileTopology } from '../topology/index.ts'
 import type { ClusterConfig } from './config.ts'
+import { exists } from './files.ts'
 import { instanceLayout, topologyDir } from './layout.ts'
 import { isAlive } from './up.ts'
 
@@ -54,13 +54,4 @@ async function terminate(pids: number[]): Promise<void> {
   const deadline = Date.now() + STOP_TIMEOUT_MS
   while (pids.some(isAlive) && Date.now() < deadline) await sleep(50)
   for (const pid of pids.filter(isAlive)) process.kill(pid, 'SIGKILL')
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path)
-    return true
-  } catch {
-    return false
-  }
 }

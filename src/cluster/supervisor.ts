@@ -1,4 +1,3 @@
-import { access } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '../log.ts'
@@ -6,6 +5,7 @@ import { type RunningPostgres, start } from '../pgctl/index.ts'
 import { queryServer } from '../pooler/index.ts'
 import { FileTopology, type InstanceRecord, primaryOf } from '../topology/index.ts'
 import type { ClusterConfig } from './config.ts'
+import { exists } from './files.ts'
 import { instanceLayout } from './layout.ts'
 
 /** Restarts allowed within RESTART_WINDOW_MS before the supervisor gives up. */
@@ -168,13 +168,4 @@ export function lsnToNumber(lsn: string): number {
 
 function firstLine(text: string): string {
   return text.split('\n')[0]
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path)
-    return true
-  } catch {
-    return false
-  }
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { access, mkdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -18,6 +18,7 @@ import {
 import { queryServer, quoteLiteral } from '../pooler/index.ts'
 import { FileTopology, type TopologySnapshot } from '../topology/index.ts'
 import { CLUSTER_OPTIONS, type ClusterConfig } from './config.ts'
+import { exists } from './files.ts'
 import { componentLog, instanceLayout, instanceNames, passwordFile, topologyDir } from './layout.ts'
 
 const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'tidepool.js')
@@ -277,13 +278,4 @@ function portFree(host: string, port: number): Promise<boolean> {
     server.once('error', () => resolve(false))
     server.listen({ host, port }, () => server.close(() => resolve(true)))
   })
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path)
-    return true
-  } catch {
-    return false
-  }
 }
