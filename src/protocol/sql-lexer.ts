@@ -285,6 +285,8 @@ export function isPipelineSafe(sql: Buffer, start = 0, end = sql.length): boolea
   return !first
 }
 
+const DO_NEEDLES = ['do', 'DO', 'Do'].map((word) => Buffer.from(word))
+
 /** Stands for a DO block among the names userCodeCalls returns (no function is named so). */
 export const DO_BLOCK = ''
 
@@ -296,6 +298,9 @@ export const DO_BLOCK = ''
  */
 export function userCodeCalls(sql: Buffer, start = 0, end = sql.length): string[] {
   const names: string[] = []
+  // Most queries call nothing: without "(" only a DO block could run code.
+  const paren = sql.indexOf(0x28, start)
+  if ((paren < 0 || paren >= end) && !mentionsAny(sql, DO_NEEDLES, start, end)) return names
   let i = start
   let lastWord = ''
   let prevWord = ''
