@@ -1,0 +1,102 @@
+/**
+ * A newcomer's path, end to end: a fresh clone of this repository, the README's first
+ * command (`./tidepool up`, which installs Node.js 24 and the npm dependencies itself
+ * when the system's Node is older), then psql with the connection string it printed.
+ * Only the ports differ from the README's defaults, so that the test never collides with
+ * anything running. The README's second command is the test suite this test is part of.
+ */
+import assert from 'node:assert/strict'
+import { mkdtemp, rm } from 'node:fs/promises'
+import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { prepareServiceDir } from '../../src/pgctl/index.ts'
+import { freePort } from '../support/ports.ts'
+import { type ProgramResult, runProgram } from '../support/programs.ts'
+
+const REPO = join(import.meta.dirname, '..', '..')
+/** A machine's own PATH: its system node (older than 22.12 here), npm, git, psql. */
+const SYSTEM_PATH = '/usr/local/bin:/usr/bin:/bin'
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer()
+    server.once('error', () => resolve(false))
+    server.listen({ host: '127.0.0.1', port }, () => server.close(() => resolve(true)))
+  })
+}
+
+function show(result: ProgramResult): string {
+  return `exit ${result.code}\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`
+}
+
+describe('a newcomer: fresh clone, ./tidepool up, psql', () => {
+  let dir: string
+  let clone: string
+  let flags: string[]
+  let up: ProgramResult
+
+  before(
+    async () => {
+      dir = await mkdtemp(join(tmpdir(), 'tidepool-newcomer-'))
+      await prepareServiceDir(dir, 0o711)
+      clone = join(dir, 'tidepool')
+      const cloned = await runProgram('/usr/bin/git', ['clone', '--quiet', REPO, clone], {
+        env: { PATH: SYSTEM_PATH, HOME: process.env.HOME ?? '/root' },
+      })
+      assert.equal(cloned.code, 0, show(cloned))
+      let base = 0
+      for (let attempt = 0; attempt < 50 && base === 0; attempt++) {
+        const candidate = 20000 + Math.floor(Math.random() * 30000)
+        if ((await Promise.all([0, 1, 2].map((i) => portFree(candidate + i)))).every(Boolean))
+          base = candidate
+      }
+      flags = [
+        '--port',
+        String(await freePort()),
+        '--replica-port',
+        String(await freePort()),
+        '--instance-port-base',
+        String(base),
+      ]
+      up = await runProgram(join(clone, 'tidepool'), ['up', ...flags], {
+        cwd: clone,
+        env: { PATH: SYSTEM_PATH, HOME: process.env.HOME ?? '/root' },
+        timeoutMs: 5 * 60_000,
+      })
+    },
+    { timeout: 6 * 60_000 },
+  )
+
+  after(async () => {
+    if (clone !== undefined) {
+      await runProgram(join(clone, 'tidepool'), ['down', ...flags], {
+        cwd: clone,
+        env: { PATH: SYSTEM_PATH, HOME: process.env.HOME ?? '/root' },
+        timeoutMs: 2 * 60_000,
+      })
+    }
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true })
+  })
+
+  test('up prints a connection string; psql connects with it and writes', async () => {
+    assert.equal(up.code, 0, show(up))
+    assert.match(up.stdout, /Created and started the Tidepool cluster in .*tidepool-data/)
+    const command = /psql '([^']+)'/.exec(up.stdout)
+    assert.ok(command, show(up))
+    const psql = await runProgram(
+      '/usr/bin/psql',
+      [
+        command[1],
+        '-Atc',
+        'CREATE TABLE hello (v text); INSERT INTO hello VALUES ($$world$$); SELECT v FROM hello',
+      ],
+      {
+        env: { PATH: SYSTEM_PATH },
+      },
+    )
+    assert.equal(psql.code, 0, show(psql))
+    assert.equal(psql.stdout.trim().split('\n').at(-1), 'world')
+  })
+})
