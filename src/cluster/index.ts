@@ -10,4 +10,4 @@ export { CLUSTER_OPTIONS, type ClusterConfig, loadClusterConfig } from './config
 export { down } from './down.ts'
 export { formatStatus, status } from './status.ts'
 export { superviseInstance } from './supervisor.ts'
-export { type UpResult, up } from './up.ts'
+export { isAlive, type UpResult, up } from './up.ts'

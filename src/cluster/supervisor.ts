@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '../log.ts'
-import { type RunningPostgres, start } from '../pgctl/index.ts'
+import { type RunningPostgres, start, stop } from '../pgctl/index.ts'
 import { queryServer } from '../pooler/index.ts'
 import { FileTopology, type InstanceRecord, primaryOf } from '../topology/index.ts'
 import type { ClusterConfig } from './config.ts'
@@ -65,6 +65,10 @@ export async function superviseInstance(config: ClusterConfig, name: string, log
   const restarts: number[] = []
   let backoffMs = BACKOFF_MIN_MS
   await publish({})
+  // A postmaster whose pooler was killed still runs: stop it, to run it under our watch.
+  await stop({ dataDir: layout.dataDir }).catch((error: Error) => {
+    log.warn({ err: error.message }, 'could not stop a Postgres left running')
+  })
   while (!stopping) {
     try {
       postgres = await start({

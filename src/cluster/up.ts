@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import { dirname, join } from 'node:path'
@@ -148,13 +149,20 @@ export function configFlags(config: ClusterConfig): string[] {
   return flags
 }
 
+/** Whether a process runs (an exited one that nobody has reaped yet does not). */
 export function isAlive(pid: number | null): boolean {
   if (pid === null) return false
   try {
     process.kill(pid, 0)
-    return true
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false
+  }
+  try {
+    // The state follows the parenthesised command name in /proc/<pid>/stat.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
+  } catch {
+    return true // no /proc: trust the signal
   }
 }
 
@@ -180,9 +188,11 @@ async function waitHealthy(
   await waitFor(
     async () => {
       snapshot = await topology.snapshot()
-      return names.every(
-        (name) => snapshot.instances.find((instance) => instance.name === name)?.health === 'healthy',
-      )
+      // A record left by a pooler that died says nothing about now.
+      return names.every((name) => {
+        const record = snapshot.instances.find((instance) => instance.name === name)
+        return record?.health === 'healthy' && isAlive(record.poolerPid)
+      })
     },
     () => {
       const problems = names.map((name) => {

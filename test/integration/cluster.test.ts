@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import pg from 'pg'
-import { type ClusterConfig, down, loadClusterConfig, status, up } from '../../src/cluster/index.ts'
+import { type ClusterConfig, down, isAlive, loadClusterConfig, status, up } from '../../src/cluster/index.ts'
 import { createLogger } from '../../src/log.ts'
 import { prepareServiceDir } from '../../src/pgctl/index.ts'
 import { freePort } from '../support/ports.ts'
@@ -52,15 +52,6 @@ async function eventually<T>(
     }
     if (Date.now() > deadline) assert.fail(`${what} within ${timeoutMs} ms (last error: ${String(last)})`)
     await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
   }
 }
 
@@ -204,6 +195,21 @@ describe('tidepool up: a managed cluster', () => {
     await rowOnEachReplica(4)
   })
 
+  test('kill -9 of a pooler: up starts a new one, which takes its Postgres over', async () => {
+    const before = (await status(config)).instances[1]
+    process.kill(before.poolerPid!, 'SIGKILL')
+    await eventually('the pooler gone', async () => (isAlive(before.poolerPid!) ? undefined : true))
+    await up(config, log)
+    const after = (await status(config)).instances[1]
+    assert.equal(after.health, 'healthy')
+    assert.notEqual(after.poolerPid, before.poolerPid)
+    await eventually('the orphaned postmaster gone', async () =>
+      isAlive(before.postgresPid!) ? undefined : true,
+    )
+    await writer(`INSERT INTO notes VALUES (5, 'after a new pooler')`)
+    await rowOnEachReplica(5)
+  })
+
   test('a Postgres that cannot start is retried with back-off, then given up on and reported', async () => {
     const before = (await status(config)).instances[2]
     // A setting Postgres refuses at startup: every restart fails the same way.
@@ -248,8 +254,8 @@ describe('tidepool up: a managed cluster', () => {
     const reader = await connect(again.replicaUrl)
     const count = await eventually('the data on a replica after up', async () => {
       const { rows } = await reader.query('SELECT count(*)::int AS n FROM notes')
-      return rows[0].n === 4 ? rows[0].n : undefined
+      return rows[0].n === 5 ? rows[0].n : undefined
     })
-    assert.equal(count, 4)
+    assert.equal(count, 5)
   })
 })
