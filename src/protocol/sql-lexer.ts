@@ -308,21 +308,10 @@ export function userCodeCalls(sql: Buffer, start = 0, end = sql.length): string[
   let afterDot = false
   let statementStart = true
   while (i < end) {
+    i = skipBlank(sql, i, end)
+    if (i < 0 || i >= end) break
     const byte = sql[i]
     if (byte === 0) break
-    if (isSpace(byte)) {
-      i++
-      continue
-    }
-    if (byte === 0x2d && sql[i + 1] === 0x2d) {
-      i = skipLineComment(sql, i, end)
-      continue
-    }
-    if (byte === 0x2f && sql[i + 1] === 0x2a) {
-      i = skipBlockComment(sql, i, end)
-      if (i < 0) break
-      continue
-    }
     if (isIdentStart(byte)) {
       let j = i + 1
       while (j < end && isIdentChar(sql[j])) j++
@@ -524,21 +513,10 @@ export function customSettingNames(sql: Buffer, start = 0, end = sql.length): st
   let setConfig = 0
   let i = start
   while (i < end) {
+    i = skipBlank(sql, i, end)
+    if (i < 0 || i >= end) break
     const byte = sql[i]
     if (byte === 0) break
-    if (isSpace(byte)) {
-      i++
-      continue
-    }
-    if (byte === 0x2d && sql[i + 1] === 0x2d) {
-      i = skipLineComment(sql, i, end)
-      continue
-    }
-    if (byte === 0x2f && sql[i + 1] === 0x2a) {
-      i = skipBlockComment(sql, i, end)
-      if (i < 0) break
-      continue
-    }
     if ((byte === 0x45 || byte === 0x65) && sql[i + 1] === 0x27) {
       i = skipQuoted(sql, i + 1, end, 0x27, true)
       if (i < 0) break
@@ -768,21 +746,11 @@ function readName(
 function statementEnd(sql: Buffer, i: number, end: number): number {
   let last = i
   while (i < end) {
+    i = skipBlank(sql, i, end)
+    if (i < 0) return -1
+    if (i >= end) break
     const byte = sql[i]
     if (byte === 0) break
-    if (isSpace(byte)) {
-      i++
-      continue
-    }
-    if (byte === 0x2d && sql[i + 1] === 0x2d) {
-      i = skipLineComment(sql, i, end)
-      continue
-    }
-    if (byte === 0x2f && sql[i + 1] === 0x2a) {
-      i = skipBlockComment(sql, i, end)
-      if (i < 0) return -1
-      continue
-    }
     if (byte === 0x3b) {
       let rest = skipBlank(sql, i + 1, end)
       while (rest >= 0 && rest < end && sql[rest] === 0x3b) rest = skipBlank(sql, rest + 1, end)

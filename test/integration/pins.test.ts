@@ -8,6 +8,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import pg from 'pg'
 import type { Gateway } from '../../src/gateway/index.ts'
+import { GatewayClients } from '../support/clients.ts'
 import { startTestGateway } from '../support/gateway.ts'
 import { startTestPostgres, type TestPostgres } from '../support/postgres.ts'
 
@@ -17,7 +18,7 @@ describe('pins across a pool of 2', () => {
   let server: TestPostgres
   let gateway: Gateway
   let others: pg.Client[] = []
-  const clients: pg.Client[] = []
+  const clients = new GatewayClients(() => gateway)
 
   before(async () => {
     server = await startTestPostgres()
@@ -26,24 +27,14 @@ describe('pins across a pool of 2', () => {
   })
 
   after(async () => {
-    await Promise.all(clients.map((client) => client.end().catch(() => {})))
+    await clients.endAll()
     await gateway?.close()
     await server?.stop()
   })
 
-  async function connect(): Promise<pg.Client> {
-    const client = new pg.Client({
-      host: '127.0.0.1',
-      port: gateway.port,
-      user: 'postgres',
-      database: 'postgres',
-    })
-    await client.connect()
-    clients.push(client)
-    return client
-  }
+  const connect = () => clients.connect()
 
-  const pinned = () => gateway.pooler.stats().reduce((sum, pool) => sum + pool.pinned, 0)
+  const pinned = () => clients.total('pinned')
 
   /**
    * The gateway asks Postgres about pins right after the reply that ends a transaction,

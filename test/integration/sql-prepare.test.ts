@@ -6,8 +6,8 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import pg from 'pg'
 import type { Gateway } from '../../src/gateway/index.ts'
+import { GatewayClients } from '../support/clients.ts'
 import { startTestGateway } from '../support/gateway.ts'
 import { startTestPostgres, type TestPostgres } from '../support/postgres.ts'
 
@@ -16,7 +16,7 @@ const SESSIONS = 20
 describe('SQL prepared statements across a pool of 2', () => {
   let server: TestPostgres
   let gateway: Gateway
-  const clients: pg.Client[] = []
+  const clients = new GatewayClients(() => gateway)
 
   before(async () => {
     server = await startTestPostgres()
@@ -24,24 +24,14 @@ describe('SQL prepared statements across a pool of 2', () => {
   })
 
   after(async () => {
-    await Promise.all(clients.map((client) => client.end().catch(() => {})))
+    await clients.endAll()
     await gateway?.close()
     await server?.stop()
   })
 
-  async function connect(): Promise<pg.Client> {
-    const client = new pg.Client({
-      host: '127.0.0.1',
-      port: gateway.port,
-      user: 'postgres',
-      database: 'postgres',
-    })
-    await client.connect()
-    clients.push(client)
-    return client
-  }
+  const connect = () => clients.connect()
 
-  const pinned = () => gateway.pooler.stats().reduce((sum, pool) => sum + pool.pinned, 0)
+  const pinned = () => clients.total('pinned')
   const code = (expected: string) => (error: { code?: string }) => error.code === expected
 
   test('each session’s q is its own, on whichever backend, and nothing pins', async () => {
@@ -96,7 +86,7 @@ describe('SQL prepared statements across a pool of 2', () => {
     await client.query("SELECT set_config('work_mem', '5MB', false)")
     await client.query('DEALLOCATE two')
     const deadline = Date.now() + 5000
-    const leased = () => gateway.pooler.stats().reduce((sum, pool) => sum + pool.leased, 0)
+    const leased = () => clients.total('leased')
     while (leased() !== 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
     assert.equal(leased(), 0, 'an idle session kept its backend')
   })
