@@ -6,7 +6,6 @@
  */
 import assert from 'node:assert/strict'
 import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -14,27 +13,9 @@ import pg from 'pg'
 import { type ClusterConfig, down, isAlive, loadClusterConfig, status, up } from '../../src/cluster/index.ts'
 import { createLogger } from '../../src/log.ts'
 import { prepareServiceDir } from '../../src/pgctl/index.ts'
-import { freePort } from '../support/ports.ts'
+import { freePort, freePortRun } from '../support/ports.ts'
 
 const log = createLogger('error')
-
-/** Three consecutive free ports for the instances. */
-async function freePortRun(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 30000)
-    const free = await Promise.all(Array.from({ length: count }, (_, i) => portFree(base + i)))
-    if (free.every(Boolean)) return base
-  }
-  throw new Error('no run of free ports')
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer()
-    server.once('error', () => resolve(false))
-    server.listen({ host: '127.0.0.1', port }, () => server.close(() => resolve(true)))
-  })
-}
 
 async function eventually<T>(
   what: string,

@@ -13,7 +13,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { constants, existsSync } from 'node:fs'
 import { access, mkdir, mkdtemp, open, rm } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
-import net from 'node:net'
+import type net from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url'
 import { type ClusterConfig, down, loadClusterConfig, up } from '../../src/cluster/index.ts'
 import { createLogger } from '../../src/log.ts'
 import { prepareServiceDir } from '../../src/pgctl/index.ts'
-import { freePort } from '../support/ports.ts'
+import { freePort, freePortRun } from '../support/ports.ts'
 import { runProgram } from '../support/programs.ts'
 
 const VERSION = 'v2.2.14'
@@ -61,14 +61,6 @@ async function buildMiniflux(go: string): Promise<void> {
   }
 }
 
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer()
-    server.once('error', () => resolve(false))
-    server.listen({ host: '127.0.0.1', port }, () => server.close(() => resolve(true)))
-  })
-}
-
 const go = await findGo()
 
 describe('Miniflux on a tidepool up cluster', () => {
@@ -85,12 +77,7 @@ describe('Miniflux on a tidepool up cluster', () => {
       await buildMiniflux(go)
       dir = await mkdtemp(join(tmpdir(), 'tidepool-miniflux-'))
       await prepareServiceDir(dir, 0o711)
-      let base = 0
-      for (let attempt = 0; attempt < 50 && base === 0; attempt++) {
-        const candidate = 20000 + Math.floor(Math.random() * 30000)
-        if ((await Promise.all([0, 1, 2].map((i) => portFree(candidate + i)))).every(Boolean))
-          base = candidate
-      }
+      const base = await freePortRun(3)
       config = loadClusterConfig({
         flags: {
           dir: join(dir, 'data'),

@@ -9,25 +9,16 @@
  */
 import assert from 'node:assert/strict'
 import { mkdtemp, rm } from 'node:fs/promises'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { prepareServiceDir } from '../../src/pgctl/index.ts'
-import { freePort } from '../support/ports.ts'
+import { freePort, freePortRun } from '../support/ports.ts'
 import { type ProgramResult, runProgram } from '../support/programs.ts'
 
 const REPO = join(import.meta.dirname, '..', '..')
 /** A machine's own PATH: its system node (older than 22.12 here), npm, git, psql. */
 const SYSTEM_PATH = '/usr/local/bin:/usr/bin:/bin'
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer()
-    server.once('error', () => resolve(false))
-    server.listen({ host: '127.0.0.1', port }, () => server.close(() => resolve(true)))
-  })
-}
 
 function show(result: ProgramResult): string {
   return `exit ${result.code}\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`
@@ -48,12 +39,7 @@ describe('a newcomer: fresh clone, ./tidepool up, psql', () => {
         env: { PATH: SYSTEM_PATH, HOME: process.env.HOME ?? '/root' },
       })
       assert.equal(cloned.code, 0, show(cloned))
-      let base = 0
-      for (let attempt = 0; attempt < 50 && base === 0; attempt++) {
-        const candidate = 20000 + Math.floor(Math.random() * 30000)
-        if ((await Promise.all([0, 1, 2].map((i) => portFree(candidate + i)))).every(Boolean))
-          base = candidate
-      }
+      const base = await freePortRun(3)
       flags = [
         '--port',
         String(await freePort()),

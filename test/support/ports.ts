@@ -33,3 +33,23 @@ export async function freePort(): Promise<number> {
   }
   throw new Error('could not find a free loopback port')
 }
+
+function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer()
+    server.unref()
+    server.once('error', () => resolve(false))
+    server.listen({ host: '127.0.0.1', port, exclusive: true }, () => server.close(() => resolve(true)))
+  })
+}
+
+/** The first of `count` consecutive loopback ports that were free a moment ago (a cluster's instances). */
+export async function freePortRun(count: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * 30000)
+    const ports = Array.from({ length: count }, (_, i) => base + i)
+    if (ports.some((port) => RESERVED_PORTS.has(port))) continue
+    if ((await Promise.all(ports.map(isFree))).every(Boolean)) return base
+  }
+  throw new Error(`no run of ${count} free loopback ports`)
+}
