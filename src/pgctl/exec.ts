@@ -417,21 +417,26 @@ export async function spawnLongRunning(
     child = spawnChild(prepared, ['ignore', out, out])
     // Listen for exit before anything else can await, so a quick death is never missed.
     tracked = trackExit(child)
-    await new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve)
-      child.once('error', (err) =>
-        reject(
-          new PgctlError('PGCTL_SPAWN_FAILED', `could not start ${describe(command, args)}: ${err.message}`, {
-            cause: err,
-          }),
-        ),
-      )
-    })
+    await spawned(child, command, args)
   } finally {
     // The child holds its own copy of the descriptor.
     await logFd?.close()
   }
   return wrapChild(child, tracked)
+}
+
+/** Settles once the OS started `child`, or rejects with PGCTL_SPAWN_FAILED. */
+function spawned(child: ChildProcess, command: string, args: readonly string[]): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    child.once('spawn', resolve)
+    child.once('error', (err) =>
+      reject(
+        new PgctlError('PGCTL_SPAWN_FAILED', `could not start ${describe(command, args)}: ${err.message}`, {
+          cause: err,
+        }),
+      ),
+    )
+  })
 }
 
 interface Tracked {
@@ -512,16 +517,7 @@ export async function spawnDetached(
       stdio: ['ignore', logFd.fd, logFd.fd],
       detached: true,
     })
-    await new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve)
-      child.once('error', (err) =>
-        reject(
-          new PgctlError('PGCTL_SPAWN_FAILED', `could not start ${describe(command, args)}: ${err.message}`, {
-            cause: err,
-          }),
-        ),
-      )
-    })
+    await spawned(child, command, args)
     child.unref()
     if (child.pid === undefined) throw new PgctlError('PGCTL_SPAWN_FAILED', 'spawned process has no pid')
     return child.pid
