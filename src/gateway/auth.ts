@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import type { BackendCredentials, Pooler } from '../pooler/index.ts'
+import type { BackendCredentials, PoolerClient } from '../pooler/index.ts'
 import {
   authenticationMd5,
   authenticationSasl,
@@ -35,7 +35,7 @@ export async function authenticateClient(
   reader: ClientReader,
   user: string,
   method: ClientAuthMethod,
-  pooler: Pooler,
+  pooler: PoolerClient,
 ): Promise<BackendCredentials> {
   if (method === 'trust') return {}
   const role = await pooler.lookupRole(user)

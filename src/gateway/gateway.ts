@@ -4,7 +4,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 import type { GatewayConfig } from '../config/index.ts'
 import type { Logger } from '../log.ts'
-import { type Endpoint, Pooler } from '../pooler/index.ts'
+import { type Endpoint, Pooler, type PoolerClient } from '../pooler/index.ts'
 import { PgError, SqlState } from '../protocol/index.ts'
 import { ReportedParameters } from './parameters.ts'
 import type { ClientSession } from './relay-session.ts'
@@ -15,7 +15,7 @@ import { StatementRegistries } from './statements.ts'
 export interface Gateway {
   /** The TCP port it listens on (useful when configured with port 0). */
   readonly port: number
-  readonly pooler: Pooler
+  readonly pooler: PoolerClient
   /** Its pooler and per-pooler state, for another gateway to send sessions to. */
   readonly route: SessionRoute
   /** Sessions currently open. */
@@ -26,7 +26,12 @@ export interface Gateway {
 
 /** How a gateway inside a cluster finds its servers. */
 export interface GatewayRouting {
-  /** Where each new backend connection goes (see PoolerOptions.route). */
+  /**
+   * The pooler sessions lease from, when it is not the gateway's own: a remote pooler
+   * over the lease link, or a router over several. The gateway does not close it.
+   */
+  pooler?: PoolerClient
+  /** For the gateway's own pooler: where each new backend connection goes (see PoolerOptions.route). */
   route?: () => Endpoint
   /** A gateway whose backends serve the sessions that ask for read-only. */
   readOnly?: Gateway
@@ -34,7 +39,7 @@ export interface GatewayRouting {
 
 /**
  * Starts the gateway: client listeners (TCP and optionally a Unix socket), sessions,
- * and the in-process pooler they lease backends from.
+ * and the pooler they lease backends from (in this process unless routing gives one).
  */
 export async function startGateway(
   config: GatewayConfig,
@@ -42,15 +47,14 @@ export async function startGateway(
   routing: GatewayRouting = {},
 ): Promise<Gateway> {
   const { upstream } = config
-  const pooler = new Pooler(
-    {
-      upstream,
-      route: routing.route,
-      pool: config.pool,
-      authCacheTtlMs: config.auth.cacheTtlMs,
-    },
-    log,
-  )
+  const ownPooler =
+    routing.pooler === undefined
+      ? new Pooler(
+          { upstream, route: routing.route, pool: config.pool, authCacheTtlMs: config.auth.cacheTtlMs },
+          log,
+        )
+      : null
+  const pooler = routing.pooler ?? ownPooler!
   const route: SessionRoute = {
     pooler,
     parameters: new ReportedParameters(pooler),
@@ -69,7 +73,7 @@ export async function startGateway(
     ...route,
     authMethod: config.auth.method,
     readOnly: routing.readOnly?.route ?? null,
-    pipelining: config.pool.pipelineDepth > 0,
+    pipelining: pooler.pipelining,
     secureContext,
     startupTimeoutMs: config.startupTimeoutMs,
     pinnedIdleTimeoutMs: config.pinnedIdleTimeoutMs,
@@ -127,7 +131,7 @@ export async function startGateway(
         )
       }
       await closed
-      await pooler.close()
+      await ownPooler?.close()
     },
   }
 }

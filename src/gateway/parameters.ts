@@ -1,4 +1,4 @@
-import type { Pooler } from '../pooler/index.ts'
+import type { PoolerClient } from '../pooler/index.ts'
 import type { PgError } from '../protocol/index.ts'
 
 /**
@@ -32,10 +32,10 @@ const PROBE_SQL = `SELECT name, pg_catalog.current_setting(name, true) FROM pg_c
  * connection would get.
  */
 export class ReportedParameters {
-  private readonly pooler: Pooler
+  private readonly pooler: PoolerClient
   private readonly cache = new Map<string, Promise<[string, string][]>>()
 
-  constructor(pooler: Pooler) {
+  constructor(pooler: PoolerClient) {
     this.pooler = pooler
   }
 

@@ -1,6 +1,6 @@
 import type net from 'node:net'
 import type { Logger } from '../log.ts'
-import type { BackendReceiver, DedicatedBackend } from '../pooler/index.ts'
+import type { BackendReceiver, DedicatedConnection } from '../pooler/index.ts'
 import { errorResponse, type PgError } from '../protocol/index.ts'
 
 /** What the gateway keeps of every open session, pooled or not. */
@@ -22,14 +22,14 @@ export class RelaySession implements ClientSession, BackendReceiver {
   readonly id: number
   readonly secretKey: number
   private readonly client: net.Socket
-  private readonly backend: DedicatedBackend
+  private readonly backend: DedicatedConnection
   private readonly log: Logger
   private readonly onClose: (session: RelaySession) => void
   private closed = false
 
   constructor(
     client: net.Socket,
-    backend: DedicatedBackend,
+    backend: DedicatedConnection,
     identity: { id: number; secretKey: number },
     log: Logger,
     onClose: (session: RelaySession) => void,

@@ -8,7 +8,7 @@ import {
   type Lease,
   type LeaseRequest,
   type NotificationListener,
-  type Pooler,
+  type PoolerClient,
   settingsKey,
 } from '../pooler/index.ts'
 import {
@@ -111,7 +111,7 @@ export interface SessionContext {
   user: string
   settings: ReadonlyMap<string, string>
   settingsKey: string
-  pooler: Pooler
+  pooler: PoolerClient
   statements: StatementRegistry
   /** Whether this session may promise statements idle so others pipeline behind them. */
   pipelining: boolean
@@ -729,7 +729,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
    */
   private materialize(): void {
     this.internalQuery('DEALLOCATE ALL')
-    this.lease!.prepared.clear()
+    this.lease!.dropPrepared()
     for (const [name, text] of this.sqlPrepared) {
       this.internalQuery(text)
       this.statements.delete(name)
@@ -1025,7 +1025,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
           if (dropsAllStatements(frame)) {
             // Every prepared statement on the backend is gone, the canonical ones other
             // sessions rely on included, and, as in Postgres, this session's names.
-            this.lease!.prepared.clear()
+            this.lease!.dropPrepared()
             this.statements.clear()
             this.sqlPrepared.clear()
           }

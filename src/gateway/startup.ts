@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto'
 import type net from 'node:net'
 import tls from 'node:tls'
 import type { Logger } from '../log.ts'
-import type { Pooler } from '../pooler/index.ts'
+import type { PoolerClient } from '../pooler/index.ts'
 import { settingsKey } from '../pooler/index.ts'
 import {
   authenticationOk,
@@ -27,7 +27,7 @@ import type { StatementRegistries } from './statements.ts'
 
 /** Where a session's backends come from: a pooler and what is kept per pooler. */
 export interface SessionRoute {
-  pooler: Pooler
+  pooler: PoolerClient
   parameters: ReportedParameters
   statements: StatementRegistries
 }

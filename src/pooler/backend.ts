@@ -77,6 +77,8 @@ export class BackendConn implements FrameHandler {
   readonly parameters = new Map<string, string>()
   /** Canonical prepared statements present on this backend. */
   readonly prepared = new Set<string>()
+  /** Bumped when all of them were dropped (a gateway elsewhere then forgets its view). */
+  preparedGeneration = 0
   /** Session settings applied with set_config, and their canonical key. */
   settings = new Map<string, string>()
   settingsKey = ''

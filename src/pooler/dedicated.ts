@@ -6,12 +6,13 @@ import {
   type Endpoint,
   sendCancel,
 } from './backend.ts'
+import type { DedicatedConnection } from './lease.ts'
 
 /**
  * A backend that belongs to one session for its whole life, outside every pool: for
  * what cannot be pooled at all, such as replication connections. Bytes pass through.
  */
-export class DedicatedBackend extends BackendHandle {
+export class DedicatedBackend extends BackendHandle implements DedicatedConnection {
   private readonly endpoint: Endpoint
   private readonly log: Logger
 

@@ -1,5 +1,7 @@
 import type { PgError } from '../protocol/index.ts'
-import type { BackendReceiver } from './backend.ts'
+import type { BackendCredentials, BackendReceiver } from './backend.ts'
+import type { NotificationListener } from './notifications.ts'
+import type { PoolStats } from './pool.ts'
 import type { QueryResult } from './simple-query.ts'
 
 /**
@@ -12,6 +14,10 @@ export interface Lease {
   readonly backendId: number
   /** Canonical prepared statements already present on this backend. */
   readonly prepared: Set<string>
+  /** Bumped whenever every prepared statement of the backend was dropped (see dropPrepared). */
+  readonly preparedGeneration: number
+  /** The session saw DISCARD ALL or DEALLOCATE ALL: no prepared statement is left on the backend. */
+  dropPrepared(): void
   /** Routes everything the backend sends to `receiver` until release. */
   attach(receiver: BackendReceiver): void
   /** Writes bytes to the backend; false means its socket buffer is full. */
@@ -69,4 +75,62 @@ export interface LeaseRequest {
   readonly customSettingNames: ReadonlySet<string>
   onLease(lease: Lease): void
   onLeaseError(error: PgError): void
+}
+
+/** What the gateway knows of a role, to authenticate it. */
+export interface RoleInfo {
+  /** pg_authid.rolpassword: a SCRAM verifier, an md5 hash, or null. */
+  password: string | null
+  canLogin: boolean
+  /** rolvaliduntil is in the past. */
+  expired: boolean
+}
+
+/** Channels a session LISTENs to, through one shared listening connection per database. */
+export interface NotificationChannels {
+  /** Subscribes `listener`; resolves once notifications of `channel` are being received. */
+  listen(channel: string, listener: NotificationListener): Promise<void>
+  unlisten(channel: string, listener: NotificationListener): Promise<void>
+  unlistenAll(listener: NotificationListener, channels: Iterable<string>): Promise<void>
+}
+
+/**
+ * A backend that belongs to one session for its whole life, outside every pool (a
+ * replication connection): bytes pass through.
+ */
+export interface DedicatedConnection {
+  /** ParameterStatus values the server reported at login. */
+  readonly parameters: ReadonlyMap<string, string>
+  attach(receiver: BackendReceiver): void
+  send(data: Buffer): boolean
+  onDrain(callback: () => void): void
+  pause(): void
+  resume(): void
+  cancel(): void
+  close(): void
+}
+
+/**
+ * Everything a gateway asks of a pooler. The in-process {@link Pooler} answers with direct
+ * calls; a remote pooler answers over the lease link (src/link), so gateways in other
+ * processes share its backends.
+ */
+export interface PoolerClient {
+  /** Leases may be granted behind a busy backend's last batch (see Lease.releaseEarly). */
+  readonly pipelining: boolean
+  /** Queues or grants a lease on a backend of (database, user). */
+  acquire(database: string, user: string, request: LeaseRequest): void
+  /** Withdraws a request that waits for a lease (its session went away). */
+  cancelWait(database: string, user: string, request: LeaseRequest): void
+  /** Looks a role up in pg_authid. Null if it does not exist. */
+  lookupRole(user: string): Promise<RoleInfo | null>
+  /** Remembers what backend logins of `user` may present (e.g. SCRAM keys from a client proof). */
+  setCredentials(user: string, credentials: BackendCredentials): void
+  /** A backend of its own, logged in with the session's startup parameters. */
+  dedicated(database: string, user: string, parameters: Record<string, string>): Promise<DedicatedConnection>
+  /** The shared LISTEN connection of `database`. */
+  notifications(database: string): NotificationChannels
+  /** Pool counters, where the pools are in this process (empty otherwise). */
+  stats(): PoolStats[]
+  close(): Promise<void>
 }

@@ -90,6 +90,7 @@ export class Pool {
   private readonly options: PoolOptions
   private readonly credentials: () => BackendCredentials
   private readonly log: Logger
+  private readonly onBackendGone: (backendId: number) => void
   private readonly idle: BackendConn[] = []
   private readonly all = new Set<BackendConn>()
   private readonly waiters = new FixedQueue<Waiter>()
@@ -117,7 +118,9 @@ export class Pool {
     options: PoolOptions,
     credentials: () => BackendCredentials,
     log: Logger,
+    onBackendGone: (backendId: number) => void = () => {},
   ) {
+    this.onBackendGone = onBackendGone
     this.database = database
     this.user = user
     this.endpoint = endpoint
@@ -412,6 +415,7 @@ export class Pool {
     const index = this.idle.indexOf(conn)
     if (index >= 0) this.idle.splice(index, 1)
     this.log.debug({ backend: conn.id, reason: error.message }, 'backend closed')
+    this.onBackendGone(conn.id)
     // Someone may be waiting for the capacity this backend held.
     if (
       !this.closed &&
@@ -514,6 +518,15 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
 
   get prepared(): Set<string> {
     return this.conn.prepared
+  }
+
+  get preparedGeneration(): number {
+    return this.conn.preparedGeneration
+  }
+
+  dropPrepared(): void {
+    this.conn.prepared.clear()
+    this.conn.preparedGeneration++
   }
 
   attach(receiver: BackendReceiver): void {

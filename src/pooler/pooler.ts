@@ -1,20 +1,12 @@
+import { randomBytes } from 'node:crypto'
 import type { Logger } from '../log.ts'
 import { PgError, SqlState } from '../protocol/index.ts'
 import { BackendConn, type BackendCredentials, type Endpoint } from './backend.ts'
 import { DedicatedBackend } from './dedicated.ts'
-import type { LeaseRequest } from './lease.ts'
+import type { DedicatedConnection, LeaseRequest, PoolerClient, RoleInfo } from './lease.ts'
 import { NotificationHub } from './notifications.ts'
 import { Pool, type PoolOptions, type PoolStats } from './pool.ts'
 import { quoteLiteral, simpleQuery } from './simple-query.ts'
-
-/** What the gateway needs to know of a role to authenticate it. */
-export interface RoleInfo {
-  /** pg_authid.rolpassword: a SCRAM verifier, an md5 hash, or null. */
-  password: string | null
-  canLogin: boolean
-  /** rolvaliduntil is in the past. */
-  expired: boolean
-}
 
 export interface PoolerOptions {
   upstream: Endpoint & { user?: string; password?: string; database?: string }
@@ -34,7 +26,13 @@ export interface PoolerOptions {
  * lookups in pg_authid for client authentication, and the credentials backend logins
  * present. The gateway talks to it only through this class's methods and {@link Lease}.
  */
-export class Pooler {
+export class Pooler implements PoolerClient {
+  /**
+   * Names this pooler's life: backend ids are unique within it, so what a remote gateway
+   * remembers of a backend (its prepared statements) holds only while this stays the same.
+   */
+  readonly incarnation = randomBytes(8).toString('hex')
+  private readonly backendGoneListeners = new Set<(backendId: number) => void>()
   private readonly options: PoolerOptions
   private readonly log: Logger
   private readonly pools = new Map<string, Pool>()
@@ -50,13 +48,17 @@ export class Pooler {
     this.log = log
   }
 
+  get pipelining(): boolean {
+    return this.options.pool.pipelineDepth > 0
+  }
+
   /** Queues or grants a lease on a backend of (database, user). */
   acquire(database: string, user: string, request: LeaseRequest): void {
     this.pool(database, user).acquire(request)
   }
 
-  cancelWait(database: string, user: string, request: LeaseRequest): boolean {
-    return this.pools.get(poolKey(database, user))?.cancelWait(request) ?? false
+  cancelWait(database: string, user: string, request: LeaseRequest): void {
+    this.pools.get(poolKey(database, user))?.cancelWait(request)
   }
 
   /** Looks a role up in pg_authid, cached for the configured TTL. Null if it does not exist. */
@@ -89,7 +91,7 @@ export class Pooler {
     database: string,
     user: string,
     parameters: Record<string, string>,
-  ): Promise<DedicatedBackend> {
+  ): Promise<DedicatedConnection> {
     const conn = await BackendConn.connect(
       this.endpoint(),
       { ...parameters, user, database },
@@ -121,6 +123,12 @@ export class Pooler {
     return hub
   }
 
+  /** Calls `listener` with the id of every backend closed from now on; returns the unsubscriber. */
+  onBackendGone(listener: (backendId: number) => void): () => void {
+    this.backendGoneListeners.add(listener)
+    return () => this.backendGoneListeners.delete(listener)
+  }
+
   stats(): PoolStats[] {
     return [...this.pools.values()].map((pool) => pool.snapshot())
   }
@@ -150,6 +158,9 @@ export class Pooler {
         { ...this.options.pool, connectTimeoutMs: this.options.connectTimeoutMs ?? 10_000 },
         () => this.backendCredentials(user),
         this.log,
+        (backendId) => {
+          for (const listener of this.backendGoneListeners) listener(backendId)
+        },
       )
       this.pools.set(key, pool)
     }

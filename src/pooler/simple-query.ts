@@ -12,12 +12,18 @@ export interface QueryResult {
   error: PgError | null
 }
 
+/** Anything with one receiver of backend messages that takes bytes for the server. */
+export interface QueryTarget {
+  receiver: BackendReceiver | null
+  write(data: Buffer): boolean
+}
+
 /**
  * Runs one simple-protocol query for Tidepool's own bookkeeping (role lookups, resets,
  * settings), with the backend's receiver set aside meanwhile. Not a general client: text
  * results only. Rejects only when the connection fails.
  */
-export function simpleQuery(conn: BackendConn, sql: string): Promise<QueryResult> {
+export function simpleQuery(conn: QueryTarget, sql: string): Promise<QueryResult> {
   return new Promise((resolve, reject) => {
     const rows: Rows = []
     let error: PgError | null = null
