@@ -7,7 +7,7 @@ import {
   loadClusterConfig,
   runClusterGateway,
   status,
-  superviseInstance,
+  runInstancePooler,
   up,
 } from '../cluster/index.ts'
 import { createLogger } from '../log.ts'
@@ -69,7 +69,7 @@ export function addClusterCommands(program: Command): void {
     .action(async (options: Record<string, string | undefined>) => {
       const { instance, ...rest } = options
       const config = configFrom(rest)
-      await superviseInstance(config, instance!, createLogger(config.logLevel).child({ instance }))
+      await runInstancePooler(config, instance!, createLogger(config.logLevel).child({ instance }))
       process.exit(0)
     })
   withClusterOptions(program.command('cluster-gateway', { hidden: true })).action(

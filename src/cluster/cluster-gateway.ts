@@ -1,59 +1,70 @@
 import { type GatewayConfig, loadGatewayConfig } from '../config/index.ts'
-import { type Gateway, startGateway } from '../gateway/index.ts'
+import { type Gateway, RoutedPooler, startGateway } from '../gateway/index.ts'
+import { RemotePooler } from '../link/index.ts'
 import type { Logger } from '../log.ts'
-import type { Endpoint } from '../pooler/index.ts'
 import { FileTopology, type InstanceRecord, primaryOf, readableReplicas } from '../topology/index.ts'
 import type { ClusterConfig } from './config.ts'
-import { topologyDir } from './layout.ts'
+import { instanceLayout, linkPath, topologyDir } from './layout.ts'
 
 /** How often the gateway's record (sessions, liveness) is refreshed. */
 const RECORD_INTERVAL_MS = 1_000
+
+/** Lease link connections to each pooler. */
+const LINK_CONNECTIONS = 2
 
 /**
  * The gateway process of a cluster: sessions on `port` go to the primary, except those
  * that ask for read-only (`target_session_attrs=read-only` as a startup parameter, or
  * `default_transaction_read_only=on`), which go where sessions on `replicaPort` go: the
- * least lagging healthy replica (the primary when there is none). Both are looked up in
- * the topology at every new backend connection, so a replica that falls behind or dies
- * gets no new ones. Clients authenticate with SCRAM against
- * the cluster's roles; backends are reached over the instances' private sockets.
+ * least lagging healthy replica (the primary when there is none). It holds no backend
+ * connection itself: every lease is asked of the pooler of the instance the topology
+ * names at that moment, over that pooler's lease link, so a replica that falls behind or
+ * dies gets no new leases. Clients authenticate with SCRAM against the cluster's roles.
  */
 export async function runClusterGateway(config: ClusterConfig, log: Logger): Promise<void> {
   const topology = new FileTopology(topologyDir(config))
   let snapshot = await topology.snapshot()
   const primary = primaryOf(snapshot)
   if (primary === null) throw new Error('the topology has no primary: run tidepool up')
-  const replica = readableReplicas(snapshot, config.maxLagBytes)[0] ?? primary
   const unwatch = topology.watch((next) => {
     snapshot = next
   })
-  // Each new backend connection goes where the topology says now: the primary, or the
-  // least lagging healthy replica (the primary when none qualifies).
-  const toPrimary = () => endpointOf(primaryOf(snapshot) ?? primary)
-  const toReplica = () =>
-    endpointOf(readableReplicas(snapshot, config.maxLagBytes)[0] ?? primaryOf(snapshot) ?? primary)
+  const defaults = clusterGatewayConfig(config, config.port, primary)
+  const poolers = new Map<string, RemotePooler>()
+  const poolerOf = (instance: InstanceRecord): RemotePooler => {
+    const path = instance.poolerLink ?? linkPath(instanceLayout(config, instance.name))
+    let pooler = poolers.get(path)
+    if (pooler === undefined) {
+      pooler = new RemotePooler(
+        { address: { path }, connections: LINK_CONNECTIONS, waitTimeoutMs: defaults.pool.waitTimeoutMs },
+        log.child({ pooler: instance.name }),
+      )
+      poolers.set(path, pooler)
+    }
+    return pooler
+  }
+  const toPrimary = new RoutedPooler(() => poolerOf(primaryOf(snapshot) ?? primary))
+  const toReplica = new RoutedPooler(() =>
+    poolerOf(readableReplicas(snapshot, config.maxLagBytes)[0] ?? primaryOf(snapshot) ?? primary),
+  )
   const gateways: Gateway[] = []
   try {
     const readOnly = await startGateway(
-      gatewayConfig(config, config.replicaPort, replica),
+      clusterGatewayConfig(config, config.replicaPort, primary),
       log.child({ listener: 'replica' }),
-      {
-        route: toReplica,
-      },
+      { pooler: toReplica },
     )
     gateways.push(readOnly)
     gateways.push(
-      await startGateway(gatewayConfig(config, config.port, primary), log.child({ listener: 'primary' }), {
-        route: toPrimary,
-        readOnly,
-      }),
+      await startGateway(defaults, log.child({ listener: 'primary' }), { pooler: toPrimary, readOnly }),
     )
   } catch (error) {
     unwatch()
     for (const gateway of gateways) await gateway.close()
+    for (const pooler of poolers.values()) await pooler.close()
     throw error
   }
-  log.info({ primary: primary.name, replica: replica.name }, 'cluster gateway serving')
+  log.info({ primary: primary.name }, 'cluster gateway serving')
 
   const name = `gateway-${config.port}`
   const publish = () =>
@@ -65,7 +76,6 @@ export async function runClusterGateway(config: ClusterConfig, log: Logger): Pro
         port: config.port,
         replicaPort: config.replicaPort,
         sessions: gateways.reduce((sum, gateway) => sum + gateway.sessionCount(), 0),
-        ...poolUse(gateways),
         updatedAt: new Date().toISOString(),
       })
       .catch((error: Error) => log.error({ err: error.message }, 'cannot write the topology record'))
@@ -79,26 +89,19 @@ export async function runClusterGateway(config: ClusterConfig, log: Logger): Pro
   unwatch()
   log.info('stopping')
   await Promise.all(gateways.map((gateway) => gateway.close()))
+  for (const pooler of poolers.values()) await pooler.close()
   await topology.removeGateway(name)
 }
 
-function poolUse(gateways: Gateway[]): { backends: number; leased: number } {
-  let backends = 0
-  let leased = 0
-  for (const gateway of gateways) {
-    for (const pool of gateway.pooler.stats()) {
-      backends += pool.size
-      leased += pool.leased
-    }
-  }
-  return { backends, leased }
-}
-
-function endpointOf(instance: InstanceRecord): Endpoint {
-  return { socketDir: instance.socketDir, port: instance.port }
-}
-
-function gatewayConfig(config: ClusterConfig, port: number, instance: InstanceRecord): GatewayConfig {
+/**
+ * Gateway settings for a cluster listener, and the pool settings its instances' poolers
+ * use (`upstream` is the instance's private socket, where local users are trusted).
+ */
+export function clusterGatewayConfig(
+  config: ClusterConfig,
+  port: number,
+  instance: { socketDir: string; port: number },
+): GatewayConfig {
   const socket = encodeURIComponent(instance.socketDir)
   return loadGatewayConfig({
     flags: {

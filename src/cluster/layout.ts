@@ -30,3 +30,6 @@ export const topologyDir = (config: ClusterConfig) => join(config.dir, 'topology
 export const passwordFile = (config: ClusterConfig) => join(config.dir, 'password')
 export const componentLog = (config: ClusterConfig, component: string) =>
   join(config.dir, 'log', `${component}.log`)
+
+/** The Unix socket where an instance's pooler serves its lease link, beside Postgres's own. */
+export const linkPath = (layout: InstanceLayout) => join(layout.socketDir, `.s.TIDEPOOL.${layout.port}`)

@@ -30,7 +30,7 @@ export function formatStatus(snapshot: TopologySnapshot): string {
       `${gateway.host}:${gateway.port} (replicas :${gateway.replicaPort})`,
       '-',
       '-',
-      `${gateway.sessions} sessions, ${gateway.leased}/${gateway.backends} backends leased`,
+      `${gateway.sessions} sessions`,
     ])
   }
   if (snapshot.gateways.length === 0) rows.push(['gateway', '-', 'stopped', '-', '-', '-', '-', ''])
@@ -43,7 +43,8 @@ export function formatStatus(snapshot: TopologySnapshot): string {
       `${instance.host}:${instance.port}`,
       instance.role === 'replica' ? (instance.lagBytes === null ? '?' : `${instance.lagBytes} B`) : '-',
       String(instance.restarts),
-      instance.problem ?? '',
+      instance.problem ??
+        `${instance.pool.leased}/${instance.pool.backends} backends leased${instance.pool.waiting > 0 ? `, ${instance.pool.waiting} waiting` : ''}`,
     ])
   }
   const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)))

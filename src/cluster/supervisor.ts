@@ -16,13 +16,26 @@ const BACKOFF_MAX_MS = 8_000
 /** How often the instance's WAL position is read and its record refreshed. */
 const CHECK_INTERVAL_MS = 1_000
 
+/** What the supervisor reports of the pooler it runs beside. */
+export interface SupervisedPooler {
+  /** Where it serves its lease link. */
+  link: string
+  /** Its backend connections now. */
+  use(): InstanceRecord['pool']
+}
+
 /**
- * The pooler process of one instance: runs its Postgres, restarts it when it dies (crash
- * recovery does the rest), with a bounded, backed-off loop, and keeps the instance's
- * topology record (role, health, pids, WAL position, lag) current. SIGTERM stops
- * Postgres cleanly, then the process.
+ * The supervising half of an instance's pooler process: runs its Postgres, restarts it
+ * when it dies (crash recovery does the rest), with a bounded, backed-off loop, and
+ * keeps the instance's topology record (role, health, pids, WAL position, lag, pool use)
+ * current. SIGTERM stops Postgres cleanly; then this returns.
  */
-export async function superviseInstance(config: ClusterConfig, name: string, log: Logger): Promise<void> {
+export async function superviseInstance(
+  config: ClusterConfig,
+  name: string,
+  pooler: SupervisedPooler,
+  log: Logger,
+): Promise<void> {
   const layout = instanceLayout(config, name)
   const topology = new FileTopology(join(config.dir, 'topology'))
   const replica = await exists(join(layout.dataDir, 'standby.signal'))
@@ -35,6 +48,8 @@ export async function superviseInstance(config: ClusterConfig, name: string, log
     socketDir: layout.socketDir,
     dataDir: layout.dataDir,
     poolerPid: process.pid,
+    poolerLink: pooler.link,
+    pool: pooler.use(),
     postgresPid: null,
     restarts: 0,
     walLsn: null,
@@ -43,7 +58,7 @@ export async function superviseInstance(config: ClusterConfig, name: string, log
     updatedAt: new Date().toISOString(),
   }
   const publish = (patch: Partial<InstanceRecord>) => {
-    Object.assign(record, patch, { updatedAt: new Date().toISOString() })
+    Object.assign(record, patch, { pool: pooler.use(), updatedAt: new Date().toISOString() })
     return topology.putInstance({ ...record }).catch((error: Error) => {
       log.error({ err: error.message }, 'cannot write the topology record')
     })
@@ -124,7 +139,7 @@ export async function superviseInstance(config: ClusterConfig, name: string, log
     await Promise.race([sleep(backoffMs), stopped])
     backoffMs = Math.min(backoffMs * 2, BACKOFF_MAX_MS)
   }
-  await publish({ health: 'stopped', postgresPid: null, poolerPid: null })
+  await publish({ health: 'stopped', postgresPid: null, poolerPid: null, poolerLink: null })
 }
 
 /** Reads the WAL position (and a replica's lag behind the primary's record) every second. */

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import {
   customSettingNames,
   Frontend,
@@ -50,13 +51,19 @@ export interface CanonicalStatement {
 export class StatementRegistry {
   private readonly byBody = new Map<string, CanonicalStatement>()
   private nextId = 1
+  /** Unique to this registry (see StatementRegistries). */
+  private readonly namespace: string
+
+  constructor(namespace: string) {
+    this.namespace = namespace
+  }
 
   /** The canonical statement for a Parse body (frame bytes after the statement name). */
   intern(body: Buffer): CanonicalStatement {
     const key = body.toString('latin1')
     let statement = this.byBody.get(key)
     if (statement === undefined) {
-      const name = `tp_${(this.nextId++).toString(36)}`
+      const name = `tp_${this.namespace}_${(this.nextId++).toString(36)}`
       const nameBytes = Buffer.byteLength(name)
       const parse = Buffer.allocUnsafe(5 + nameBytes + 1 + body.length)
       parse[0] = Frontend.Parse
@@ -87,7 +94,7 @@ export class StatementRegistry {
     const key = `S${body}`
     let statement = this.byBody.get(key)
     if (statement === undefined) {
-      const name = `tps_${(this.nextId++).toString(36)}`
+      const name = `tps_${this.namespace}_${(this.nextId++).toString(36)}`
       const text = Buffer.from(body)
       statement = {
         name,
@@ -125,15 +132,21 @@ export function replaceCString(frame: Buffer, nameStart: number, nameEnd: number
   return out
 }
 
-/** One registry per (database, user): backends, and so canonical names, are per pool. */
+/**
+ * One registry per (database, user): backends, and so canonical names, are per pool.
+ * A pooler's backends may serve several gateways (over the lease link), each with its
+ * own registries: every set of registries names its statements in a namespace of its
+ * own, so that two gateways never mean different statements by one name.
+ */
 export class StatementRegistries {
   private readonly registries = new Map<string, StatementRegistry>()
+  private readonly namespace = randomBytes(6).readUIntBE(0, 6).toString(36)
 
   for(database: string, user: string): StatementRegistry {
     const key = `${database}\0${user}`
     let registry = this.registries.get(key)
     if (registry === undefined) {
-      registry = new StatementRegistry()
+      registry = new StatementRegistry(this.namespace)
       this.registries.set(key, registry)
     }
     return registry

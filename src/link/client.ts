@@ -73,6 +73,8 @@ export class RemotePooler implements PoolerClient {
   >()
   private nextRequestId = 1
   private readonly hubs = new Map<string, RemoteNotifications>()
+  /** What backend logins of each user may present, as last learnt from a client. */
+  private readonly credentials = new Map<string, LinkRequest>()
   private lastError = 'not connected yet'
   private closed = false
 
@@ -114,17 +116,19 @@ export class RemotePooler implements PoolerClient {
 
   setCredentials(user: string, credentials: BackendCredentials): void {
     const { password, md5Hash, scramKeys } = credentials
-    void this.request(
-      {
-        op: 'credentials',
-        user,
-        password,
-        md5Hash,
-        clientKey: scramKeys?.clientKey.toString('base64'),
-        serverKey: scramKeys?.serverKey.toString('base64'),
-      },
-      false,
-    ).catch(() => {})
+    const request: LinkRequest = {
+      op: 'credentials',
+      user,
+      password,
+      md5Hash,
+      clientKey: scramKeys?.clientKey.toString('base64'),
+      serverKey: scramKeys?.serverKey.toString('base64'),
+    }
+    // A lease that needs them may go out on any link connection right after this: each
+    // open one gets them now, each that opens later gets them first (see opened).
+    this.credentials.set(user, request)
+    const payload = JSON.stringify(request)
+    for (const link of this.links) if (link.isOpen) link.writer.control(Kind.Request, 0, payload)
   }
 
   async dedicated(
@@ -188,6 +192,7 @@ export class RemotePooler implements PoolerClient {
   }
 
   opened(link: LinkConnection): void {
+    for (const request of this.credentials.values()) link.writer.control(Kind.Request, 0, JSON.stringify(request))
     for (let i = 0; i < this.openWaiters.length; i++) {
       const waiter = this.openWaiters[i]
       if (waiter.control && link.index !== 0) continue
@@ -229,12 +234,13 @@ export class RemotePooler implements PoolerClient {
     this.hubs.get(database)?.deliver(Buffer.from(payload.subarray(databaseEnd + 1)))
   }
 
-  async request(request: LinkRequest, wantReply = true): Promise<unknown> {
-    const link = await this.whenOpen(true)
-    if (!wantReply) {
-      link.writer.control(Kind.Request, 0, JSON.stringify(request))
-      return null
-    }
+  request(request: LinkRequest): Promise<unknown> {
+    const control = this.links[0]
+    if (control.isOpen) return this.send(control, request)
+    return this.whenOpen(true).then((link) => this.send(link, request))
+  }
+
+  private send(link: LinkConnection, request: LinkRequest): Promise<unknown> {
     const id = this.nextRequestId
     this.nextRequestId = id >= 0xffffffff ? 1 : id + 1
     return new Promise((resolve, reject) => {
@@ -373,7 +379,7 @@ class LinkConnection implements LinkHandler {
 
   acquire(database: string, user: string, request: LeaseRequest): void {
     const stream = this.newStream()
-    const pending = new PendingLease(this, stream, request)
+    const pending = new PendingLease(this, stream, request, () => this.pooler.acquire(database, user, request))
     this.streams.set(stream, pending)
     this.waiting.set(request, pending)
     const acquire = Buffer.allocUnsafe(4)
@@ -520,12 +526,15 @@ class PendingLease implements RemoteStream {
   private readonly link: LinkConnection
   private readonly stream: number
   private readonly request: LeaseRequest
+  /** Asks again, on whichever link connection is (or comes) up. */
+  private readonly retry: () => void
   private cancelled = false
 
-  constructor(link: LinkConnection, stream: number, request: LeaseRequest) {
+  constructor(link: LinkConnection, stream: number, request: LeaseRequest, retry: () => void) {
     this.link = link
     this.stream = stream
     this.request = request
+    this.retry = retry
   }
 
   cancel(): void {
@@ -555,8 +564,10 @@ class PendingLease implements RemoteStream {
     }
   }
 
-  linkLost(error: Error): void {
-    if (!this.cancelled) this.request.onLeaseError(asPgError(error))
+  linkLost(): void {
+    // No backend did anything for it yet: the request can wait for the link to return
+    // (a pooler process restarting), within the usual wait timeout.
+    if (!this.cancelled) this.retry()
   }
 }
 

@@ -16,6 +16,8 @@ function instance(name: string, patch: Partial<InstanceRecord>): InstanceRecord 
     socketDir: '/run',
     dataDir: '/data',
     poolerPid: null,
+    poolerLink: null,
+    pool: { backends: 0, leased: 0, waiting: 0 },
     postgresPid: null,
     restarts: 0,
     walLsn: null,

@@ -40,6 +40,10 @@ export interface InstanceRecord {
   /** The pooler process, and the postmaster it runs. */
   poolerPid: number | null
   postgresPid: number | null
+  /** Where the pooler serves its lease link to gateways: a Unix socket path or host:port. */
+  poolerLink: string | null
+  /** The pooler's backend connections, how many are leased now, and sessions waiting for one. */
+  pool: { backends: number; leased: number; waiting: number }
   /** Restarts after the postmaster died, since the pooler started. */
   restarts: number
   /** Last WAL position seen: written (primary) or replayed (replica). */
@@ -59,9 +63,6 @@ export interface GatewayRecord {
   port: number
   replicaPort: number
   sessions: number
-  /** Backend connections its pools hold, and how many of them are leased now. */
-  backends: number
-  leased: number
   updatedAt: string
 }
 

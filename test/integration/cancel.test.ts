@@ -219,7 +219,13 @@ describe('CancelRequest with pipelined leases (pool of 1)', () => {
   })
 
   before(async () => {
-    ;({ postgres, gateway, observer } = await startTarget({ poolSize: 1, pipelineDepth: 1, auth: 'trust' }))
+    ;({ postgres, gateway, observer } = await startTarget({
+      poolSize: 1,
+      pipelineDepth: 1,
+      auth: 'trust',
+      // Pipelining behind another session's batch happens within one pooler process only.
+      transport: 'in-process',
+    }))
   })
 
   after(async () => {

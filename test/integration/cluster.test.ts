@@ -5,6 +5,7 @@
  * running and `up` after it keeps the data.
  */
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
 import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -34,6 +35,28 @@ async function eventually<T>(
     if (Date.now() > deadline) assert.fail(`${what} within ${timeoutMs} ms (last error: ${String(last)})`)
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
+}
+
+/**
+ * The processes connected to the Unix socket at `path`, with how many connections each
+ * has: the socket's accepted connections, matched by inode to their other ends (ss -xp).
+ */
+function unixClients(path: string): Map<number, number> {
+  const rows = execFileSync('ss', ['-xpnH'], { encoding: 'utf8' })
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .filter((fields) => fields.length >= 8)
+  // Netid State Recv-Q Send-Q Local Inode Peer PeerInode [Process]
+  const serverPeers = new Set(rows.filter((fields) => fields[4] === path).map((fields) => fields[7]))
+  const clients = new Map<number, number>()
+  for (const fields of rows) {
+    if (!serverPeers.has(fields[5])) continue
+    for (const match of (fields[8] ?? '').matchAll(/pid=(\d+)/g)) {
+      const pid = Number(match[1])
+      clients.set(pid, (clients.get(pid) ?? 0) + 1)
+    }
+  }
+  return clients
 }
 
 describe('tidepool up: a managed cluster', () => {
@@ -139,6 +162,28 @@ describe('tidepool up: a managed cluster', () => {
     await rowOnEachReplica(2)
   })
 
+  test('the gateway holds no backend connection: the instances\' poolers own them, within the pool size', async () => {
+    const sessions = await Promise.all(Array.from({ length: 8 }, () => connect(url)))
+    // Concurrent transactions, so that several backends are leased at once.
+    await Promise.all(
+      sessions.map((client) => client.query('SELECT pg_sleep(0.2), count(*) FROM notes')),
+    )
+    const snapshot = await status(config)
+    const primary = snapshot.instances[0]
+    const gatewayPid = snapshot.gateways[0].pid
+    const owners = unixClients(join(primary.socketDir, `.s.PGSQL.${primary.port}`))
+    assert.ok(owners.get(primary.poolerPid!)! >= 2, `the pooler holds backends (${JSON.stringify([...owners])})`)
+    assert.equal(owners.get(gatewayPid), undefined, 'the gateway connects to no Postgres')
+    assert.ok(owners.get(primary.poolerPid!)! <= config.poolSize + 2, 'pool, listener and admin connections only')
+    // The gateway reaches the pooler over its lease link instead.
+    assert.ok((unixClients(primary.poolerLink!).get(gatewayPid) ?? 0) >= 1, 'the gateway is on the lease link')
+    const reported = await eventually('the pool use in the topology', async () => {
+      const use = (await status(config)).instances[0].pool
+      return use.backends >= 2 ? use : undefined
+    })
+    assert.ok(reported.backends <= config.poolSize)
+  })
+
   test('kill -9 of the primary: restarted, serving again, idle sessions untouched', async () => {
     const idle = await connect(url)
     assert.equal((await idle.query('SELECT 1 AS one')).rows[0].one, 1)
@@ -191,6 +236,21 @@ describe('tidepool up: a managed cluster', () => {
     await rowOnEachReplica(5)
   })
 
+  test('kill -9 of the primary\'s pooler: an idle session carries on once a new pooler serves', async () => {
+    const idle = await connect(url)
+    await idle.query('SELECT 1')
+    const before = (await status(config)).instances[0]
+    process.kill(before.poolerPid!, 'SIGKILL')
+    await eventually('the pooler gone', async () => (isAlive(before.poolerPid!) ? undefined : true))
+    // The session's next query waits for the lease link to come back, then runs.
+    const next = idle.query('SELECT count(*)::int AS n FROM notes')
+    await up(config, log)
+    assert.ok((await next).rows[0].n >= 5)
+    assert.notEqual((await status(config)).instances[0].poolerPid, before.poolerPid)
+    await idle.query("INSERT INTO notes VALUES (6, 'after a new primary pooler')")
+    await rowOnEachReplica(6)
+  })
+
   test('a Postgres that cannot start is retried with back-off, then given up on and reported', async () => {
     const before = (await status(config)).instances[2]
     // A setting Postgres refuses at startup: every restart fails the same way.
@@ -235,8 +295,8 @@ describe('tidepool up: a managed cluster', () => {
     const reader = await connect(again.replicaUrl)
     const count = await eventually('the data on a replica after up', async () => {
       const { rows } = await reader.query('SELECT count(*)::int AS n FROM notes')
-      return rows[0].n === 5 ? rows[0].n : undefined
+      return rows[0].n === 6 ? rows[0].n : undefined
     })
-    assert.equal(count, 5)
+    assert.equal(count, 6)
   })
 })
