@@ -6,8 +6,8 @@ import {
   formatStatus,
   loadClusterConfig,
   runClusterGateway,
-  status,
   runInstancePooler,
+  status,
   up,
 } from '../cluster/index.ts'
 import { createLogger } from '../log.ts'
@@ -28,7 +28,7 @@ function configFrom(options: Record<string, string | undefined>): ClusterConfig 
 
 /**
  * Adds `tidepool up`, `down` and `status`, and the component processes `up` starts
- * (`pooler`, `cluster-gateway`), which are not for typing.
+ * (`instance-pooler`, `cluster-gateway`), which are not for typing.
  */
 export function addClusterCommands(program: Command): void {
   withClusterOptions(
@@ -64,7 +64,7 @@ export function addClusterCommands(program: Command): void {
       const snapshot = await status(configFrom(rest))
       process.stdout.write(json ? `${JSON.stringify(snapshot, null, 2)}\n` : formatStatus(snapshot))
     })
-  withClusterOptions(program.command('pooler', { hidden: true }))
+  withClusterOptions(program.command('instance-pooler', { hidden: true }))
     .requiredOption('--instance <name>', 'the instance this pooler runs')
     .action(async (options: Record<string, string | undefined>) => {
       const { instance, ...rest } = options

@@ -1,5 +1,12 @@
 import { type Command, Option } from 'commander'
-import { GATEWAY_OPTIONS, type GatewayConfig, loadGatewayConfig, optionEnvVar } from '../config/index.ts'
+import {
+  GATEWAY_OPTIONS,
+  type GatewayConfig,
+  loadGatewayConfig,
+  type OptionKey,
+  type OptionSpec,
+  optionEnvVar,
+} from '../config/index.ts'
 import { createLogger, type Logger } from '../log.ts'
 
 /** What `src/gateway/index.ts` exports; spelled out here so a signature drift fails type checking. */
@@ -17,18 +24,26 @@ export function addGatewayCommand(program: Command): Command {
     .command('gateway')
     .description('accept Postgres clients and pool their sessions onto the upstream Postgres')
     .option('-c, --config <file>', `YAML file of options (kebab-case keys) [env: TIDEPOOL_CONFIG]`)
-  for (const [key, spec] of Object.entries(GATEWAY_OPTIONS)) {
-    const byDefault = spec.defaultValue === null ? '' : ` (default: ${spec.defaultValue})`
-    const env = optionEnvVar(key as keyof typeof GATEWAY_OPTIONS)
-    command.addOption(
-      new Option(`--${spec.name} <${spec.valueName}>`, `${spec.description}${byDefault} [env: ${env}]`),
-    )
-  }
+  addGatewayOptions(command, Object.keys(GATEWAY_OPTIONS) as OptionKey[])
   return command.action(async (options: Record<string, unknown>) => {
     const { config: file, ...flags } = options
     const config = loadGatewayConfig({ file: file as string | undefined, flags, env: process.env })
     await runGateway(config, createLogger(config.logLevel))
   })
+}
+
+/** Adds the flags of `keys` to `command`, described as in the docs, without commander defaults. */
+export function addGatewayOptions(command: Command, keys: readonly OptionKey[]): void {
+  for (const key of keys) {
+    const spec: OptionSpec = GATEWAY_OPTIONS[key]
+    const byDefault = spec.defaultValue === null ? '' : ` (default: ${spec.defaultValue})`
+    command.addOption(
+      new Option(
+        `--${spec.name} <${spec.valueName}>`,
+        `${spec.description}${byDefault} [env: ${optionEnvVar(key)}]`,
+      ),
+    )
+  }
 }
 
 async function runGateway(config: GatewayConfig, logger: Logger): Promise<void> {

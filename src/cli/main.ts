@@ -7,6 +7,7 @@ import pkg from '../../package.json' with { type: 'json' }
 import { ConfigError } from '../config/index.ts'
 import { addClusterCommands } from './cluster-commands.ts'
 import { addGatewayCommand } from './gateway-command.ts'
+import { addPoolerCommand } from './pooler-command.ts'
 import { addSandboxCommand } from './sandbox-command.ts'
 
 /** Exit status for a bad command line or configuration (the usual "usage error"). */
@@ -21,6 +22,7 @@ const program = new Command('tidepool')
   .showHelpAfterError('(add --help for usage)')
 addClusterCommands(program)
 addGatewayCommand(program)
+addPoolerCommand(program)
 addSandboxCommand(program)
 
 try {

@@ -8,6 +8,6 @@
 export { runClusterGateway } from './cluster-gateway.ts'
 export { CLUSTER_OPTIONS, type ClusterConfig, loadClusterConfig } from './config.ts'
 export { down } from './down.ts'
-export { formatStatus, status } from './status.ts'
 export { runInstancePooler } from './instance-pooler.ts'
+export { formatStatus, status } from './status.ts'
 export { isAlive, type UpResult, up } from './up.ts'

@@ -16,7 +16,7 @@ export async function runInstancePooler(config: ClusterConfig, name: string, log
   const layout = instanceLayout(config, name)
   const settings = clusterGatewayConfig(config, config.port, layout)
   const pooler = new Pooler(
-    { upstream: settings.upstream, pool: settings.pool, authCacheTtlMs: settings.auth.cacheTtlMs },
+    { upstream: settings.upstream!, pool: settings.pool, authCacheTtlMs: settings.auth.cacheTtlMs },
     log,
   )
   // Postgres makes its socket directory when it starts; the link's socket goes there first.

@@ -171,7 +171,7 @@ async function startPooler(config: ClusterConfig, name: string, snapshot: Topolo
   if (record !== undefined && isAlive(record.poolerPid)) return
   const pid = await spawnDetached(
     process.execPath,
-    [BIN, 'pooler', '--instance', name, ...configFlags(config)],
+    [BIN, 'instance-pooler', '--instance', name, ...configFlags(config)],
     {
       logFile: componentLog(config, `${name}-pooler`),
     },

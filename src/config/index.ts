@@ -11,6 +11,7 @@ export {
   GATEWAY_OPTIONS,
   type GatewayConfig,
   gatewayConfigSchema,
+  type LinkAddress,
   LOG_LEVELS,
   type LogLevel,
   MAX_TIMER_MS,
@@ -18,6 +19,7 @@ export {
   type OptionSpec,
   optionEnvVar,
   optionFlag,
+  parseLinkAddress,
   rawGatewayConfigSchema,
 } from './schema.ts'
 export { parseUpstreamUrl, redactUpstreamUrl, type UpstreamConfig } from './upstream.ts'

@@ -40,6 +40,7 @@ describe('loadGatewayConfig', () => {
       listen: { host: '127.0.0.1', port: 15432 },
       unixSocketDir: null,
       upstream: { host: '127.0.0.1', port: 6543, user: 'app', database: 'appdb' },
+      pooler: null,
       pool: {
         maxSize: 20,
         minSize: 0,
@@ -72,7 +73,7 @@ describe('loadGatewayConfig', () => {
     assert.equal(config.pool.minSize, 2, 'env beats file')
     assert.equal(config.pool.waitTimeoutMs, 3000, 'file beats default')
     assert.equal(config.pool.idleTimeoutMs, 600_000, 'default when nothing sets it')
-    assert.equal(config.upstream.port, 6543)
+    assert.equal(config.upstream?.port, 6543)
   })
 
   it('treats empty env variables and YAML nulls as unset', () => {
@@ -120,6 +121,7 @@ describe('loadGatewayConfig', () => {
       listen: { host: '0.0.0.0', port: 6432 },
       unixSocketDir: join(dir, 'sockets'),
       upstream: { socketDir: '/run/postgresql', port: 5433, user: 'admin', password: 'pw', database: 'main' },
+      pooler: null,
       pool: {
         maxSize: 50,
         minSize: 5,

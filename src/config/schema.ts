@@ -19,8 +19,10 @@ export interface GatewayConfig {
   listen: { host: string; port: number }
   /** When set, also listen on the Unix socket `${unixSocketDir}/.s.PGSQL.${listen.port}` (an absolute path). */
   unixSocketDir: string | null
-  /** The Postgres behind the gateway. */
-  upstream: UpstreamConfig
+  /** The Postgres behind the gateway's own pooler; null when it leases from a pooler process. */
+  upstream: UpstreamConfig | null
+  /** A pooler process to lease backends from over its lease link, instead of pooling here. */
+  pooler: LinkAddress | null
   /**
    * Backend pool limits. `idleTimeoutMs` and `maxLifetimeMs` of 0 mean "never";
    * `waitTimeoutMs` is how long a session may wait for a backend before it gets an error.
@@ -46,6 +48,18 @@ export interface GatewayConfig {
   maxClientConnections: number
   /** Minimum level written to the log. */
   logLevel: LogLevel
+}
+
+/** Where a pooler serves its lease link: a Unix socket path, or a TCP address. */
+export type LinkAddress = { path: string } | { host: string; port: number }
+
+/** An absolute path is a Unix socket; host:port is TCP; anything else is null. */
+export function parseLinkAddress(value: string): LinkAddress | null {
+  if (value.startsWith('/')) return { path: value }
+  const match = /^(?:\[([^\]]+)\]|([^\s:/[\]]+)):(\d{1,5})$/.exec(value.trim())
+  const port = match === null ? 0 : Number(match[3])
+  if (match === null || port < 1 || port > 65535) return null
+  return { host: match[1] ?? match[2], port }
 }
 
 /** Node clamps larger timer delays to 1 ms (with only a warning), so no duration may exceed this. */
@@ -84,7 +98,15 @@ export const GATEWAY_OPTIONS = {
     name: 'upstream',
     valueName: 'url',
     defaultValue: null,
-    description: 'Postgres to pool, as postgresql://user:password@host:port/dbname (required)',
+    description:
+      'Postgres to pool, as postgresql://user:password@host:port/dbname (required unless --pooler)',
+  },
+  pooler: {
+    name: 'pooler',
+    valueName: 'path|host:port',
+    defaultValue: null,
+    description:
+      'lease backends from the pooler process serving its lease link here (tidepool pooler) instead of pooling in this process',
   },
   poolSize: {
     name: 'pool-size',
@@ -260,7 +282,11 @@ function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
 export const rawGatewayConfigSchema = z.strictObject({
   listen: listenAddress,
   unixSocket: filePath.optional(),
-  upstream: upstreamUrl,
+  upstream: upstreamUrl.optional(),
+  pooler: z
+    .string({ error: 'expected a socket path or host:port' })
+    .min(1, { error: 'expected a socket path or host:port' })
+    .optional(),
   poolSize: integer(1),
   minPoolSize: integer(0),
   idleTimeout: duration(0),
@@ -287,6 +313,16 @@ const MAX_SOCKET_PATH = 107
  */
 export const gatewayConfigSchema = rawGatewayConfigSchema
   .superRefine((raw, ctx) => {
+    if (raw.upstream === undefined && raw.pooler === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['upstream'], message: 'required unless --pooler is given' })
+    }
+    if (raw.pooler !== undefined && parseLinkAddress(raw.pooler) === null) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['pooler'],
+        message: 'expected an absolute Unix socket path or host:port',
+      })
+    }
     if (raw.minPoolSize > raw.poolSize) {
       ctx.addIssue({
         code: 'custom',
@@ -313,7 +349,8 @@ export const gatewayConfigSchema = rawGatewayConfigSchema
     (raw): GatewayConfig => ({
       listen: raw.listen,
       unixSocketDir: raw.unixSocket ?? null,
-      upstream: raw.upstream,
+      upstream: raw.upstream ?? null,
+      pooler: raw.pooler === undefined ? null : parseLinkAddress(raw.pooler),
       pool: {
         maxSize: raw.poolSize,
         minSize: raw.minPoolSize,

@@ -3,6 +3,7 @@ import { unlink } from 'node:fs/promises'
 import net from 'node:net'
 import tls from 'node:tls'
 import type { GatewayConfig } from '../config/index.ts'
+import { describeAddress, RemotePooler } from '../link/index.ts'
 import type { Logger } from '../log.ts'
 import { type Endpoint, Pooler, type PoolerClient } from '../pooler/index.ts'
 import { PgError, SqlState } from '../protocol/index.ts'
@@ -10,6 +11,9 @@ import { ReportedParameters } from './parameters.ts'
 import type { ClientSession } from './relay-session.ts'
 import { acceptClient, type SessionRoute, type StartupContext } from './startup.ts'
 import { StatementRegistries } from './statements.ts'
+
+/** Lease link connections a gateway keeps to a pooler process. */
+const LINK_CONNECTIONS = 2
 
 /** A running gateway. */
 export interface Gateway {
@@ -48,12 +52,26 @@ export async function startGateway(
 ): Promise<Gateway> {
   const { upstream } = config
   const ownPooler =
-    routing.pooler === undefined
-      ? new Pooler(
-          { upstream, route: routing.route, pool: config.pool, authCacheTtlMs: config.auth.cacheTtlMs },
-          log,
-        )
-      : null
+    routing.pooler !== undefined
+      ? null
+      : config.pooler !== null
+        ? new RemotePooler(
+            {
+              address: config.pooler,
+              connections: LINK_CONNECTIONS,
+              waitTimeoutMs: config.pool.waitTimeoutMs,
+            },
+            log.child({ pooler: describeAddress(config.pooler) }),
+          )
+        : new Pooler(
+            {
+              upstream: upstream!,
+              route: routing.route,
+              pool: config.pool,
+              authCacheTtlMs: config.auth.cacheTtlMs,
+            },
+            log,
+          )
   const pooler = routing.pooler ?? ownPooler!
   const route: SessionRoute = {
     pooler,

@@ -43,7 +43,11 @@ export class RoutedPooler implements PoolerClient {
     this.pick().setCredentials(user, credentials)
   }
 
-  dedicated(database: string, user: string, parameters: Record<string, string>): Promise<DedicatedConnection> {
+  dedicated(
+    database: string,
+    user: string,
+    parameters: Record<string, string>,
+  ): Promise<DedicatedConnection> {
     return this.pick().dedicated(database, user, parameters)
   }
 

@@ -192,7 +192,8 @@ export class RemotePooler implements PoolerClient {
   }
 
   opened(link: LinkConnection): void {
-    for (const request of this.credentials.values()) link.writer.control(Kind.Request, 0, JSON.stringify(request))
+    for (const request of this.credentials.values())
+      link.writer.control(Kind.Request, 0, JSON.stringify(request))
     for (let i = 0; i < this.openWaiters.length; i++) {
       const waiter = this.openWaiters[i]
       if (waiter.control && link.index !== 0) continue
@@ -379,7 +380,9 @@ class LinkConnection implements LinkHandler {
 
   acquire(database: string, user: string, request: LeaseRequest): void {
     const stream = this.newStream()
-    const pending = new PendingLease(this, stream, request, () => this.pooler.acquire(database, user, request))
+    const pending = new PendingLease(this, stream, request, () =>
+      this.pooler.acquire(database, user, request),
+    )
     this.streams.set(stream, pending)
     this.waiting.set(request, pending)
     const acquire = Buffer.allocUnsafe(4)

@@ -1,4 +1,5 @@
 import type net from 'node:net'
+import type { LinkAddress } from '../config/index.ts'
 
 /**
  * The lease link's wire format (ARCHITECTURE.md, "Lease link"): frames of
@@ -313,8 +314,7 @@ export class LinkReader {
 
 const EMPTY = Buffer.alloc(0)
 
-/** Where a pooler serves its lease link: a Unix socket path, or a TCP address. */
-export type LinkAddress = { path: string } | { host: string; port: number }
+export type { LinkAddress }
 
 export function describeAddress(address: LinkAddress): string {
   return 'path' in address ? address.path : `${address.host}:${address.port}`

@@ -162,21 +162,28 @@ describe('tidepool up: a managed cluster', () => {
     await rowOnEachReplica(2)
   })
 
-  test('the gateway holds no backend connection: the instances\' poolers own them, within the pool size', async () => {
+  test("the gateway holds no backend connection: the instances' poolers own them, within the pool size", async () => {
     const sessions = await Promise.all(Array.from({ length: 8 }, () => connect(url)))
     // Concurrent transactions, so that several backends are leased at once.
-    await Promise.all(
-      sessions.map((client) => client.query('SELECT pg_sleep(0.2), count(*) FROM notes')),
-    )
+    await Promise.all(sessions.map((client) => client.query('SELECT pg_sleep(0.2), count(*) FROM notes')))
     const snapshot = await status(config)
     const primary = snapshot.instances[0]
     const gatewayPid = snapshot.gateways[0].pid
     const owners = unixClients(join(primary.socketDir, `.s.PGSQL.${primary.port}`))
-    assert.ok(owners.get(primary.poolerPid!)! >= 2, `the pooler holds backends (${JSON.stringify([...owners])})`)
+    assert.ok(
+      owners.get(primary.poolerPid!)! >= 2,
+      `the pooler holds backends (${JSON.stringify([...owners])})`,
+    )
     assert.equal(owners.get(gatewayPid), undefined, 'the gateway connects to no Postgres')
-    assert.ok(owners.get(primary.poolerPid!)! <= config.poolSize + 2, 'pool, listener and admin connections only')
+    assert.ok(
+      owners.get(primary.poolerPid!)! <= config.poolSize + 2,
+      'pool, listener and admin connections only',
+    )
     // The gateway reaches the pooler over its lease link instead.
-    assert.ok((unixClients(primary.poolerLink!).get(gatewayPid) ?? 0) >= 1, 'the gateway is on the lease link')
+    assert.ok(
+      (unixClients(primary.poolerLink!).get(gatewayPid) ?? 0) >= 1,
+      'the gateway is on the lease link',
+    )
     const reported = await eventually('the pool use in the topology', async () => {
       const use = (await status(config)).instances[0].pool
       return use.backends >= 2 ? use : undefined
@@ -236,7 +243,7 @@ describe('tidepool up: a managed cluster', () => {
     await rowOnEachReplica(5)
   })
 
-  test('kill -9 of the primary\'s pooler: an idle session carries on once a new pooler serves', async () => {
+  test("kill -9 of the primary's pooler: an idle session carries on once a new pooler serves", async () => {
     const idle = await connect(url)
     await idle.query('SELECT 1')
     const before = (await status(config)).instances[0]

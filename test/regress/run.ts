@@ -12,6 +12,8 @@
  *   --pool-size n        the gateway's --pool-size (default 10; the schedule runs up to 20 tests at once)
  *   --wait-timeout d     the gateway's --wait-timeout (default: the gateway's own)
  *   --pipeline-depth n   the gateway's --pipeline-depth (default: the gateway's own)
+ *   --pooler-process     pool in a `tidepool pooler` process that the gateway leases from
+ *                        over the lease link (`gateway --pooler`), as `tidepool up` does
  *   --only direct|tidepool   run one side only
  *   --tests a,b,c        run these tests (in order, one at a time) instead of the schedule;
  *                        most need `test_setup` first
@@ -63,6 +65,7 @@ const { values: opts } = parseArgs({
     'pool-size': { type: 'string', default: '10' },
     'wait-timeout': { type: 'string' },
     'pipeline-depth': { type: 'string' },
+    'pooler-process': { type: 'boolean' },
     only: { type: 'string' },
     tests: { type: 'string' },
     schedule: { type: 'string' },
@@ -389,56 +392,84 @@ async function selectOne(port: number): Promise<boolean> {
 
 async function runTidepool(prereq: Prerequisites): Promise<SideOutcome> {
   const pg = await startPostgres()
-  let gateway: ChildProcess | undefined
+  const started: ChildProcess[] = []
   try {
     const port = await freePort()
     const logFile = join(cacheDir, 'gateway.log')
     const upstream = `postgresql://${SERVICE_USER}@/postgres?host=${encodeURIComponent(pg.socketDir)}&port=${pg.port}`
+    const pool = ['--pool-size', String(poolSize)]
+    if (opts['wait-timeout']) pool.push('--wait-timeout', opts['wait-timeout'])
+    const logFiles = [logFile]
+    let backends = ['--upstream', upstream, ...pool]
+    if (opts['pooler-process']) {
+      const link = join(cacheDir, 'pooler.link')
+      const poolerLog = join(cacheDir, 'pooler.log')
+      logFiles.push(poolerLog)
+      started.push(
+        startChild(
+          ['pooler', '--link', link, '--upstream', upstream, ...pool, '--log-level', 'warn'],
+          poolerLog,
+        ),
+      )
+      backends = ['--pooler', link, '--wait-timeout', opts['wait-timeout'] ?? '30s']
+    }
     const args = [
-      join(REPO, 'bin/tidepool.js'),
       'gateway',
       '--listen',
       `127.0.0.1:${port}`,
-      '--upstream',
-      upstream,
-      '--pool-size',
-      String(poolSize),
+      ...backends,
       '--auth',
       'trust',
       '--log-level',
       'warn',
     ]
-    if (opts['wait-timeout']) args.push('--wait-timeout', opts['wait-timeout'])
     if (opts['pipeline-depth']) args.push('--pipeline-depth', opts['pipeline-depth'])
-    const logFd = openSync(logFile, 'w')
-    gateway = spawn(process.execPath, args, {
-      cwd: REPO,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C' },
-      stdio: ['ignore', logFd, logFd],
-    })
-    children.add(gateway)
+    const gateway = startChild(args, logFile)
+    started.push(gateway)
     let exitedEarly: string | undefined
-    gateway.once('exit', (code, signal) => {
-      if (stopping) return
-      exitedEarly = `exit code ${code}, signal ${signal}`
-      log(`[tidepool] the gateway exited during the run (${exitedEarly}); see ${logFile}`)
-    })
+    for (const child of started) {
+      child.once('exit', (code, signal) => {
+        if (stopping) return
+        exitedEarly = `exit code ${code}, signal ${signal}`
+        log(
+          `[tidepool] ${child === gateway ? 'the gateway' : 'the pooler'} exited during the run (${exitedEarly}); see ${logFiles.join(', ')}`,
+        )
+      })
+    }
     await waitForPort(port, gateway, 20_000)
-    log(`[tidepool] Postgres on 127.0.0.1:${pg.port}, gateway on 127.0.0.1:${port}, pool size ${poolSize}`)
+    log(
+      `[tidepool] Postgres on 127.0.0.1:${pg.port}, gateway on 127.0.0.1:${port}, pool size ${poolSize}` +
+        (opts['pooler-process'] ? ', pooled in a pooler process over the lease link' : ''),
+    )
     const outDir = await freshOutDir('out-tidepool')
     const run = await runPgRegress('tidepool', prereq, port, outDir)
     const answersAfterRun = exitedEarly === undefined && (await selectOne(port))
     const side = await collect('tidepool', outDir, run)
-    const logText = await readFile(logFile, 'utf8')
-    const errorLines = logText.split('\n').filter((line) => /"level":(50|60)\b/.test(line))
-    side.gateway = { exitedEarly, answersAfterRun, errorLines, log: logFile }
+    const errorLines: string[] = []
+    for (const file of logFiles) {
+      const logText = await readFile(file, 'utf8')
+      errorLines.push(...logText.split('\n').filter((line) => /"level":(50|60)\b/.test(line)))
+    }
+    side.gateway = { exitedEarly, answersAfterRun, errorLines, log: logFiles.join(', ') }
     return side
   } finally {
     stopping = true
-    if (gateway) await stopChild(gateway)
+    for (const child of started.reverse()) await stopChild(child)
     stopping = false
     await stopPostgres(pg)
   }
+}
+
+/** Runs `tidepool <args>` with its output in `logFile`. */
+function startChild(args: string[], logFile: string): ChildProcess {
+  const logFd = openSync(logFile, 'w')
+  const child = spawn(process.execPath, [join(REPO, 'bin/tidepool.js'), ...args], {
+    cwd: REPO,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C' },
+    stdio: ['ignore', logFd, logFd],
+  })
+  children.add(child)
+  return child
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {

@@ -49,6 +49,7 @@ export async function startTestGateway(pg: TestPostgres, options: TestGatewayOpt
     listen: { host: '127.0.0.1', port: 0 },
     unixSocketDir: options.unixSocketDir ?? null,
     upstream,
+    pooler: null,
     pool: {
       maxSize: options.poolSize ?? 5,
       minSize: options.minPoolSize ?? 0,
