@@ -17,7 +17,7 @@ export interface CpuSample {
   machineBusy: number
   /** This process and every live descendant, including the time of children they reaped. */
   ours: number
-  /** Own ticks (utime + stime) of the watched process, if one was given and is alive. */
+  /** Own ticks (utime + stime) of the watched processes, if given and all alive. */
   watched: number | null
 }
 
@@ -29,7 +29,7 @@ export interface CpuUsage {
   bench: number
   /** Cores busy with other work on the machine: noise in the numbers. */
   foreign: number
-  /** Cores used by the watched process (the pooler under test), or null. */
+  /** Cores used by the watched processes (the pooler under test), or null. */
   watched: number | null
 }
 
@@ -62,10 +62,10 @@ async function machineBusyTicks(): Promise<number> {
 }
 
 /**
- * Samples machine CPU, the CPU of this process tree and of `watchPid`. Null where
+ * Samples machine CPU, the CPU of this process tree and of `watchPids`. Null where
  * /proc is missing.
  */
-export async function sampleCpu(watchPid?: number): Promise<CpuSample | null> {
+export async function sampleCpu(watchPids?: readonly number[]): Promise<CpuSample | null> {
   try {
     const pids = (await readdir('/proc')).filter((name) => /^\d+$/.test(name))
     const stats = new Map<number, ProcStat>()
@@ -87,7 +87,11 @@ export async function sampleCpu(watchPid?: number): Promise<CpuSample | null> {
       ours += stats.get(pid)?.ticks ?? 0
       stack.push(...(children.get(pid) ?? []))
     }
-    const watched = watchPid === undefined ? null : (stats.get(watchPid)?.own ?? null)
+    let watched: number | null = watchPids === undefined ? null : 0
+    for (const pid of watchPids ?? []) {
+      const own = stats.get(pid)?.own
+      watched = own === undefined || watched === null ? null : watched + own
+    }
     return { at: performance.now(), machineBusy: await machineBusyTicks(), ours, watched }
   } catch {
     return null

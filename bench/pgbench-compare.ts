@@ -5,7 +5,10 @@
  *
  *   node bench/pgbench-compare.ts [--duration 10] [--clients 10,50,500] [--pool-size 20]
  *     [--scale 10] [--warmup 2] [--modes simple,prepared,connect] [--json out.json]
- *     [--gateway-log-level warn] [--tidepool-rev <git rev>] [--quick]
+ *     [--gateway-log-level warn] [--tidepool-rev <git rev>] [--pooler-process] [--quick]
+ *
+ * --pooler-process runs Tidepool as `tidepool up` does: the pool in a `tidepool pooler`
+ * process, the gateway leasing from it over the lease link (its CPU counts both).
  *
  * Every failure pgbench or a server reports (non-zero exit, failed transactions,
  * error lines, new WARNING/ERROR/FATAL log lines, a pooler that died) is printed
@@ -48,6 +51,8 @@ interface Options {
   gatewayLogLevel: string
   /** Run the gateway of this commit (exported to a temp dir) instead of the working tree. */
   tidepoolRev: string | null
+  /** Pool in a `tidepool pooler` process the gateway leases from (as `tidepool up` does). */
+  poolerProcess: boolean
 }
 
 /** One (mode, clients, target) measurement, as written to the JSON. */
@@ -100,6 +105,7 @@ function parseOptions(argv: string[]): Options {
       json: { type: 'string' },
       'gateway-log-level': { type: 'string', default: 'warn' },
       'tidepool-rev': { type: 'string' },
+      'pooler-process': { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -122,6 +128,7 @@ function parseOptions(argv: string[]): Options {
     json: values.json ?? null,
     gatewayLogLevel: values['gateway-log-level'],
     tidepoolRev: values['tidepool-rev'] ?? null,
+    poolerProcess: values['pooler-process'],
   }
 }
 
@@ -286,9 +293,9 @@ async function measure(
           checkInterrupted()
           record.problems.push(...problemsOf(record.warmup, 'warm-up'))
         }
-        const cpuBefore = await sampleCpu(target.process?.pid)
+        const cpuBefore = await sampleCpu(target.process?.pids)
         record.result = await runPgbench({ ...base, pgbench, env: PGBENCH_ENV, onChild })
-        record.cpu = cpuBetween(cpuBefore, await sampleCpu(target.process?.pid))
+        record.cpu = cpuBetween(cpuBefore, await sampleCpu(target.process?.pids))
         checkInterrupted()
         record.problems.push(...problemsOf(record.result, 'run'))
         const pgLines = (await tails.pg.newLines()).filter((line) => PG_PROBLEM.test(line))
@@ -522,6 +529,7 @@ async function main(): Promise<number> {
       socketDir: pg.socketDir,
       pgPort: pg.port,
       logLevel: opts.gatewayLogLevel,
+      poolerProcess: opts.poolerProcess,
     }),
   )
   liveProcesses.add(gateway)
@@ -540,7 +548,8 @@ async function main(): Promise<number> {
     },
   })
   console.log(
-    `tidepool gateway pid ${gateway.pid} on 127.0.0.1:${gateway.port} (${tidepoolVersion}, log level ${opts.gatewayLogLevel})`,
+    `tidepool gateway pid ${gateway.pid} on 127.0.0.1:${gateway.port} (${tidepoolVersion}, log level ${opts.gatewayLogLevel})` +
+      (opts.poolerProcess ? `, leasing from pooler process pid ${gateway.pids[0]} over the lease link` : ''),
   )
 
   const targets: Target[] = [

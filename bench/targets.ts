@@ -26,6 +26,8 @@ export interface PoolerProcess {
   readonly name: string
   readonly port: number
   readonly pid: number
+  /** Every process of it whose CPU counts as the pooler's (the gateway and its pooler process). */
+  readonly pids: readonly number[]
   /** Its stdout/stderr (and for PgBouncer, its whole log). */
   readonly logFile: string
   readonly hasExited: boolean
@@ -177,6 +179,7 @@ export async function startPgbouncer(opts: PgbouncerOptions): Promise<PoolerProc
       name: 'pgbouncer',
       port: opts.port,
       pid: started.pid,
+      pids: [started.pid],
       logFile,
       get hasExited() {
         return started.hasExited
@@ -206,20 +209,27 @@ export interface TidepoolOptions {
   socketDir: string
   pgPort: number
   logLevel: string
+  /** Pool in a `tidepool pooler` process the gateway leases from over the lease link. */
+  poolerProcess?: boolean
 }
 
-/** The gateway's argv after `node`. The upstream is the Postgres Unix socket (libpq `?host=/dir`). */
-export function tidepoolArgs(opts: TidepoolOptions): string[] {
-  const upstream = `postgresql://postgres@/postgres?host=${encodeURIComponent(opts.socketDir)}&port=${opts.pgPort}`
+/** The upstream as a URL: the Postgres Unix socket (libpq `?host=/dir`). */
+function upstreamOf(opts: TidepoolOptions): string {
+  return `postgresql://postgres@/postgres?host=${encodeURIComponent(opts.socketDir)}&port=${opts.pgPort}`
+}
+
+/** The gateway's argv after `node`; `link` when it leases from a pooler process. */
+export function tidepoolArgs(opts: TidepoolOptions, link?: string): string[] {
+  const backends =
+    link === undefined
+      ? ['--upstream', upstreamOf(opts), '--pool-size', String(opts.poolSize)]
+      : ['--pooler', link]
   return [
     opts.bin,
     'gateway',
     '--listen',
     `127.0.0.1:${opts.port}`,
-    '--upstream',
-    upstream,
-    '--pool-size',
-    String(opts.poolSize),
+    ...backends,
     '--auth',
     'trust',
     '--log-level',
@@ -229,7 +239,8 @@ export function tidepoolArgs(opts: TidepoolOptions): string[] {
 
 /**
  * Starts the Tidepool gateway as a child process (its own event loop and CPU, as
- * PgBouncer has), output to a log file in a temp dir, and waits until it serves a query.
+ * PgBouncer has), and with `poolerProcess` a `tidepool pooler` child it leases from,
+ * output to a log file in a temp dir, and waits until it serves a query.
  */
 export async function startTidepool(opts: TidepoolOptions): Promise<PoolerProcess> {
   const dir = await mkdtemp(join(tmpdir(), 'tidepool-bench-gateway-'))
@@ -240,29 +251,55 @@ export async function startTidepool(opts: TidepoolOptions): Promise<PoolerProces
     if (value !== undefined && !name.startsWith('TIDEPOOL_') && !name.startsWith('PG')) env[name] = value
   }
   const fd = openSync(logFile, 'a', 0o600)
-  const args = tidepoolArgs(opts)
-  const child = spawn(process.execPath, args, { env, stdio: ['ignore', fd, fd] })
+  const link = opts.poolerProcess ? join(dir, 'pooler.link') : undefined
+  const commands: string[][] = []
+  if (link !== undefined) {
+    commands.push([
+      opts.bin,
+      'pooler',
+      '--link',
+      link,
+      '--upstream',
+      upstreamOf(opts),
+      '--pool-size',
+      String(opts.poolSize),
+      '--log-level',
+      opts.logLevel,
+    ])
+  }
+  const args = tidepoolArgs(opts, link)
+  commands.push(args)
+  const children = commands.map((command) =>
+    spawn(process.execPath, command, { env, stdio: ['ignore', fd, fd] }),
+  )
   closeSync(fd)
   let done = false
-  const exited = new Promise<ExitInfo>((resolve) => {
-    child.once('exit', (code, signal) => {
-      done = true
-      resolve({ code, signal })
-    })
-    child.once('error', () => {
-      done = true
-      resolve({ code: null, signal: null })
-    })
-  })
+  const exited = Promise.race(
+    children.map(
+      (child) =>
+        new Promise<ExitInfo>((resolve) => {
+          child.once('exit', (code, signal) => {
+            done = true
+            resolve({ code, signal })
+          })
+          child.once('error', () => {
+            done = true
+            resolve({ code: null, signal: null })
+          })
+        }),
+    ),
+  )
+  const gateway = children[children.length - 1]
   let stopped: Promise<void> | undefined
   const stop = (): Promise<void> => {
     stopped ??= (async () => {
-      if (!done) {
+      // The gateway first, then the pooler it leases from.
+      for (const child of children.toReversed()) {
+        if (child.exitCode !== null || child.signalCode !== null) continue
+        const gone = new Promise((resolve) => child.once('exit', resolve))
         child.kill('SIGTERM')
-        const timer = setTimeout(() => {
-          if (!done) child.kill('SIGKILL')
-        }, 10_000)
-        await exited
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+        await gone
         clearTimeout(timer)
       }
       await rm(dir, { recursive: true, force: true })
@@ -281,7 +318,8 @@ export async function startTidepool(opts: TidepoolOptions): Promise<PoolerProces
   return {
     name: 'tidepool',
     port: opts.port,
-    pid: child.pid!,
+    pid: gateway.pid!,
+    pids: children.map((child) => child.pid!),
     logFile,
     get hasExited() {
       return done
@@ -289,7 +327,7 @@ export async function startTidepool(opts: TidepoolOptions): Promise<PoolerProces
     exited,
     stop,
     killNow: () => {
-      if (!done) child.kill('SIGKILL')
+      for (const child of children) if (child.exitCode === null) child.kill('SIGKILL')
     },
   }
 }
