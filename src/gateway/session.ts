@@ -589,7 +589,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
       // Our bytes must be on the wire before anything queued behind them.
       this.flushBackend()
       this.draining = true
-      this.lease!.releaseEarly()
+      this.lease!.releaseEarly(this.syncPoints)
     }
   }
 

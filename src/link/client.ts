@@ -56,7 +56,8 @@ const RECONNECT_MAX_MS = 1000
  * dropping them all, which the pooler reports as a new generation).
  */
 export class RemotePooler implements PoolerClient {
-  readonly pipelining = false
+  /** The pooler decides whether to queue leases behind promised-idle batches (its --pipeline-depth). */
+  readonly pipelining = true
   readonly address: LinkAddress
   private readonly options: RemotePoolerOptions
   private readonly log: Logger
@@ -592,6 +593,8 @@ class RemoteLease implements Lease, FrameHandler, RemoteStream {
   private readonly drainWaiters: (() => void)[] = []
   private queriesInFlight = 0
   private afterQueries: (() => void) | null = null
+  /** The pooler ends this lease at its last ReadyForQuery (see releaseEarly). */
+  private endsItself = false
 
   constructor(link: LinkConnection, stream: number, backendId: number, mirror: Mirror) {
     this.link = link
@@ -647,12 +650,17 @@ class RemoteLease implements Lease, FrameHandler, RemoteStream {
 
   release(): void {
     if (this.deferredWhileQuerying(() => this.release())) return
-    if (this.end()) this.link.writer.control(Kind.Release, this.stream)
+    // After releaseEarly the pooler ended the lease at the ReadyForQuery just received.
+    if (this.end() && !this.endsItself) this.link.writer.control(Kind.Release, this.stream)
   }
 
-  releaseEarly(): void {
-    // Pipelining behind another session's batch needs the pooler to see where the batch
-    // ends; across the link the lease simply ends at its ReadyForQuery.
+  releaseEarly(syncPoints: number): void {
+    if (this.queriesInFlight > 0) return
+    this.endsItself = true
+    const payload = Buffer.allocUnsafe(8)
+    payload.writeUInt32BE(syncPoints, 0)
+    payload.writeUInt32BE(this.delivered >>> 0, 4)
+    this.control(Kind.ReleaseEarly, payload)
   }
 
   abandon(syncPoints: number, unsynced: boolean): void {

@@ -49,6 +49,12 @@ export const Kind = {
   CloseDedicated: 17,
   /** stream = request id (0: no reply wanted); JSON LinkRequest. */
   Request: 18,
+  /**
+   * u32 sync points outstanding, u32 ReadyForQuery messages delivered so far: the batch
+   * ends idle and leaves no state, so the pooler ends the lease itself at its last
+   * ReadyForQuery and may queue another session's lease behind it (Lease.releaseEarly).
+   */
+  ReleaseEarly: 19,
 
   // pooler → gateway
   /** JSON { incarnation }: sent first on every connection. */

@@ -290,6 +290,8 @@ class LinkLease implements LeaseRequest, BackendReceiver {
   /** ReadyForQuery messages forwarded, and the last one's status (see Kind.Abandon). */
   private readyForwarded = 0
   private lastStatus: number = TxStatus.Idle
+  /** After Kind.ReleaseEarly: ReadyForQuery messages until the pooler ends the lease itself. */
+  private releaseAfter = 0
   readonly flow = { full: false, live: () => this.state === 'leased' }
 
   constructor(peer: LinkPeer, stream: number, definition: ServedDefinition) {
@@ -323,11 +325,23 @@ class LinkLease implements LeaseRequest, BackendReceiver {
 
   onBackendMessage(type: number, frame: Buffer): void {
     if (this.state !== 'leased') return
-    if (type === Backend.ReadyForQuery) {
-      this.readyForwarded++
-      this.lastStatus = frame[5]
+    if (type !== Backend.ReadyForQuery) {
+      this.peer.writer.data(this.stream, frame)
+      return
     }
+    this.readyForwarded++
+    this.lastStatus = frame[5]
     this.peer.writer.data(this.stream, frame)
+    // The promised batch is answered: whatever the backend sends next is for the lease
+    // queued behind (if any), so the lease ends now, not when the gateway says so.
+    if (this.releaseAfter > 0 && --this.releaseAfter === 0) this.endEarly()
+  }
+
+  /** Ends a lease whose batch was promised to end idle (see Kind.ReleaseEarly). */
+  private endEarly(): void {
+    const lease = this.lease!
+    this.done()
+    lease.release()
   }
 
   onBackendMessagePart(_type: number, piece: Buffer): void {
@@ -357,7 +371,20 @@ class LinkLease implements LeaseRequest, BackendReceiver {
     }
     const lease = this.lease
     if (lease === null || this.state !== 'leased') return
+    // The pooler ends an early-released lease at its last ReadyForQuery: until then only
+    // a discard (the session broke its promise) or a cancel changes anything.
+    if (this.releaseAfter > 0 && kind !== Kind.Discard && kind !== Kind.Cancel) return
     switch (kind) {
+      case Kind.ReleaseEarly: {
+        const remaining = payload.readUInt32BE(0) - (this.readyForwarded - payload.readUInt32BE(4))
+        if (remaining <= 0) {
+          this.endEarly()
+          return
+        }
+        this.releaseAfter = remaining
+        lease.releaseEarly(remaining)
+        return
+      }
       case Kind.Release:
         this.done()
         lease.release()

@@ -33,9 +33,10 @@ export interface Lease {
    * Promises that once the replies to what was sent so far have arrived the backend
    * will be idle with no session state, so another session's transaction may be
    * queued behind them on the same backend now (pipelining). The session sends
-   * nothing more on this lease and calls {@link release} after its last reply.
+   * nothing more on this lease and calls {@link release} after its last reply, the
+   * `syncPoints`-th ReadyForQuery from now.
    */
-  releaseEarly(): void
+  releaseEarly(syncPoints: number): void
   /**
    * The session went away with `syncPoints` Syncs or Queries still unanswered: their
    * replies are swallowed, then the backend is released (or rolled back when the last

@@ -555,7 +555,7 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
     this.pool.giveBack(this.conn)
   }
 
-  releaseEarly(): void {
+  releaseEarly(_syncPoints: number): void {
     if (this.active) this.pool.offerPipeline(this.conn)
   }
 

@@ -223,8 +223,6 @@ describe('CancelRequest with pipelined leases (pool of 1)', () => {
       poolSize: 1,
       pipelineDepth: 1,
       auth: 'trust',
-      // Pipelining behind another session's batch happens within one pooler process only.
-      transport: 'in-process',
     }))
   })
 
