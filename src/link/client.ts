@@ -575,33 +575,113 @@ class PendingLease implements RemoteStream {
   }
 }
 
-/** The gateway's side of a lease on a remote backend: the same verbs as an in-process lease. */
-class RemoteLease implements Lease, FrameHandler, RemoteStream {
-  readonly backendId: number
+/** Backend messages handed on in pieces when large, as a pooler's own backends do. */
+const BACKEND_FRAMING = { streamTypes: [Backend.DataRow, Backend.CopyData], transientChunks: true }
+
+/**
+ * A backend at the far end of a stream, as leases and dedicated backends both see it:
+ * its messages framed again for a receiver, bytes written to it with the backpressure
+ * of the link socket and of the backend's own socket (Kind.Full until Kind.Drained).
+ */
+abstract class RemoteBackend implements FrameHandler, RemoteStream {
   touched = false
   receiver: BackendReceiver | null = null
-  private readonly link: LinkConnection
-  private readonly stream: number
-  private readonly mirrorOf: Mirror
+  protected readonly link: LinkConnection
+  protected readonly stream: number
+  protected active = true
   private readonly framer: Framer
-  /** ReadyForQuery messages handed to receivers (see Kind.Abandon). */
-  private delivered = 0
-  private active = true
-  private closedError: Error | null = null
-  /** The backend's socket buffer is full (Kind.Full) until Kind.Drained. */
   private full = false
   private readonly drainWaiters: (() => void)[] = []
+
+  constructor(link: LinkConnection, stream: number) {
+    this.link = link
+    this.stream = stream
+    this.framer = new Framer(this, BACKEND_FRAMING)
+  }
+
+  abstract onControl(kind: Kind, payload: Buffer): void
+  abstract linkLost(error: Error): void
+
+  send(data: Buffer): boolean {
+    if (!this.active) return true
+    this.link.writer.data(this.stream, data)
+    return !this.full && this.link.writer.writable
+  }
+
+  onDrain(callback: () => void): void {
+    if (this.full) this.drainWaiters.push(callback)
+    else this.link.writer.onDrain(callback)
+  }
+
+  pause(): void {
+    this.control(Kind.Pause)
+  }
+
+  resume(): void {
+    this.control(Kind.Resume)
+  }
+
+  cancel(): void {
+    this.control(Kind.Cancel)
+  }
+
+  onData(piece: Buffer): void {
+    this.framer.feed(piece)
+  }
+
+  onMessage(type: number, frame: Buffer): void {
+    this.receiver?.onBackendMessage(type, frame)
+  }
+
+  onMessagePart(type: number, piece: Buffer, first: boolean, last: boolean): void {
+    this.receiver?.onBackendMessagePart(type, piece, first, last)
+  }
+
+  flush(): void {
+    this.receiver?.onBackendFlush()
+  }
+
+  /** Handles Kind.Full and Kind.Drained; false for any other kind. */
+  protected flowControl(kind: Kind): boolean {
+    if (kind === Kind.Full) {
+      this.full = true
+      return true
+    }
+    if (kind !== Kind.Drained) return false
+    this.full = false
+    for (const waiter of this.drainWaiters.splice(0)) this.link.writer.onDrain(waiter)
+    return true
+  }
+
+  /** The stream is over: nothing more is sent on it, and no one waits to send. */
+  protected finish(): void {
+    this.active = false
+    this.full = false
+    this.drainWaiters.length = 0
+    this.link.setStream(this.stream, null)
+  }
+
+  protected control(kind: Kind, payload?: Buffer | string): void {
+    if (this.active) this.link.writer.control(kind, this.stream, payload)
+  }
+}
+
+/** The gateway's side of a lease on a remote backend: the same verbs as an in-process lease. */
+class RemoteLease extends RemoteBackend implements Lease {
+  readonly backendId: number
+  private readonly mirrorOf: Mirror
+  /** ReadyForQuery messages handed to receivers (see Kind.Abandon). */
+  private delivered = 0
+  private closedError: Error | null = null
   private queriesInFlight = 0
   private afterQueries: (() => void) | null = null
   /** The pooler ends this lease at its last ReadyForQuery (see releaseEarly). */
   private endsItself = false
 
   constructor(link: LinkConnection, stream: number, backendId: number, mirror: Mirror) {
-    this.link = link
-    this.stream = stream
+    super(link, stream)
     this.backendId = backendId
     this.mirrorOf = mirror
-    this.framer = new Framer(this, BACKEND_FRAMING)
   }
 
   get prepared(): Set<string> {
@@ -624,28 +704,9 @@ class RemoteLease implements Lease, FrameHandler, RemoteStream {
     if (this.closedError !== null) receiver.onBackendClosed(this.closedError, false)
   }
 
-  send(data: Buffer): boolean {
-    if (!this.active) return true
-    this.link.writer.data(this.stream, data)
-    return !this.full && this.link.writer.writable
-  }
-
   /** For internal queries (simpleQuery). */
   write(data: Buffer): boolean {
     return this.send(data)
-  }
-
-  onDrain(callback: () => void): void {
-    if (this.full) this.drainWaiters.push(callback)
-    else this.link.writer.onDrain(callback)
-  }
-
-  pause(): void {
-    this.control(Kind.Pause)
-  }
-
-  resume(): void {
-    this.control(Kind.Resume)
   }
 
   release(): void {
@@ -683,10 +744,6 @@ class RemoteLease implements Lease, FrameHandler, RemoteStream {
     if (this.end()) this.link.writer.control(Kind.Discard, this.stream, reason)
   }
 
-  cancel(): void {
-    this.control(Kind.Cancel)
-  }
-
   query(sql: string): Promise<QueryResult> {
     this.queriesInFlight++
     return simpleQuery(this, sql).finally(() => {
@@ -705,41 +762,15 @@ class RemoteLease implements Lease, FrameHandler, RemoteStream {
     this.control(Kind.SetPinned, Buffer.from([pinned ? 1 : 0]))
   }
 
-  // ---- from the link ----
-
-  onData(piece: Buffer): void {
-    this.framer.feed(piece)
-  }
-
-  onMessage(type: number, frame: Buffer): void {
+  override onMessage(type: number, frame: Buffer): void {
     if (type === Backend.ReadyForQuery) this.delivered++
-    this.receiver?.onBackendMessage(type, frame)
-  }
-
-  onMessagePart(type: number, piece: Buffer, first: boolean, last: boolean): void {
-    this.receiver?.onBackendMessagePart(type, piece, first, last)
-  }
-
-  flush(): void {
-    this.receiver?.onBackendFlush()
+    super.onMessage(type, frame)
   }
 
   onControl(kind: Kind, payload: Buffer): void {
-    switch (kind) {
-      case Kind.Closed: {
-        const { unserved, ...error } = JSON.parse(payload.toString()) as LinkError & { unserved: boolean }
-        this.closed(fromLinkError(error), unserved)
-        return
-      }
-      case Kind.Full:
-        this.full = true
-        return
-      case Kind.Drained: {
-        this.full = false
-        for (const waiter of this.drainWaiters.splice(0)) this.link.writer.onDrain(waiter)
-        return
-      }
-    }
+    if (this.flowControl(kind) || kind !== Kind.Closed) return
+    const { unserved, ...error } = JSON.parse(payload.toString()) as LinkError & { unserved: boolean }
+    this.closed(fromLinkError(error), unserved)
   }
 
   linkLost(error: Error): void {
@@ -747,17 +778,9 @@ class RemoteLease implements Lease, FrameHandler, RemoteStream {
   }
 
   private closed(error: Error, unserved: boolean): void {
-    this.link.setStream(this.stream, null)
-    this.active = false
+    this.finish()
     this.closedError = error
-    this.full = false
-    this.drainWaiters.length = 0
-    const receiver = this.receiver
-    receiver?.onBackendClosed(error, unserved)
-  }
-
-  private control(kind: Kind, payload?: Buffer | string): void {
-    if (this.active) this.link.writer.control(kind, this.stream, payload)
+    this.receiver?.onBackendClosed(error, unserved)
   }
 
   /** As in the in-process lease: an end waits for the internal query on the wire. */
@@ -769,28 +792,16 @@ class RemoteLease implements Lease, FrameHandler, RemoteStream {
 
   private end(): boolean {
     if (!this.active) return false
-    this.active = false
+    this.finish()
     this.receiver = null
-    this.link.setStream(this.stream, null)
     return true
   }
 }
 
-/** Backend messages handed on in pieces when large, as a pooler's own backends do. */
-const BACKEND_FRAMING = { streamTypes: [Backend.DataRow, Backend.CopyData], transientChunks: true }
-
 /** A remote dedicated backend: bytes pass through the stream both ways. */
-class RemoteDedicated implements DedicatedConnection, FrameHandler, RemoteStream {
-  touched = false
+class RemoteDedicated extends RemoteBackend implements DedicatedConnection {
   readonly parameters = new Map<string, string>()
-  private readonly link: LinkConnection
-  private readonly stream: number
-  private readonly framer: Framer
-  private receiver: BackendReceiver | null = null
   private opening: { resolve: (backend: DedicatedConnection) => void; reject: (error: Error) => void } | null
-  private active = true
-  private full = false
-  private readonly drainWaiters: (() => void)[] = []
 
   constructor(
     link: LinkConnection,
@@ -798,63 +809,22 @@ class RemoteDedicated implements DedicatedConnection, FrameHandler, RemoteStream
     resolve: (backend: DedicatedConnection) => void,
     reject: (error: Error) => void,
   ) {
-    this.link = link
-    this.stream = stream
+    super(link, stream)
     this.opening = { resolve, reject }
-    this.framer = new Framer(this, BACKEND_FRAMING)
   }
 
   attach(receiver: BackendReceiver): void {
     this.receiver = receiver
   }
 
-  send(data: Buffer): boolean {
-    if (!this.active) return true
-    this.link.writer.data(this.stream, data)
-    return !this.full && this.link.writer.writable
-  }
-
-  onDrain(callback: () => void): void {
-    if (this.full) this.drainWaiters.push(callback)
-    else this.link.writer.onDrain(callback)
-  }
-
-  pause(): void {
-    if (this.active) this.link.writer.control(Kind.Pause, this.stream)
-  }
-
-  resume(): void {
-    if (this.active) this.link.writer.control(Kind.Resume, this.stream)
-  }
-
-  cancel(): void {
-    if (this.active) this.link.writer.control(Kind.Cancel, this.stream)
-  }
-
   close(): void {
     if (!this.active) return
-    this.active = false
-    this.link.setStream(this.stream, null)
-    this.link.writer.control(Kind.CloseDedicated, this.stream)
-  }
-
-  onData(piece: Buffer): void {
-    this.framer.feed(piece)
-  }
-
-  onMessage(type: number, frame: Buffer): void {
-    this.receiver?.onBackendMessage(type, frame)
-  }
-
-  onMessagePart(type: number, piece: Buffer, first: boolean, last: boolean): void {
-    this.receiver?.onBackendMessagePart(type, piece, first, last)
-  }
-
-  flush(): void {
-    this.receiver?.onBackendFlush()
+    this.control(Kind.CloseDedicated)
+    this.finish()
   }
 
   onControl(kind: Kind, payload: Buffer): void {
+    if (this.flowControl(kind)) return
     switch (kind) {
       case Kind.DedicatedReady: {
         const { parameters } = JSON.parse(payload.toString()) as { parameters: [string, string][] }
@@ -870,13 +840,6 @@ class RemoteDedicated implements DedicatedConnection, FrameHandler, RemoteStream
       case Kind.Closed:
         this.failed(fromLinkError(parseError(payload)))
         return
-      case Kind.Full:
-        this.full = true
-        return
-      case Kind.Drained:
-        this.full = false
-        for (const waiter of this.drainWaiters.splice(0)) this.link.writer.onDrain(waiter)
-        return
     }
   }
 
@@ -885,8 +848,7 @@ class RemoteDedicated implements DedicatedConnection, FrameHandler, RemoteStream
   }
 
   private failed(error: Error): void {
-    this.active = false
-    this.link.setStream(this.stream, null)
+    this.finish()
     const opening = this.opening
     this.opening = null
     if (opening !== null) opening.reject(error)
