@@ -66,9 +66,14 @@ export function loadGatewayConfig(input: LoadGatewayConfigInput): GatewayConfig 
     const reason = typeof path === 'string' && path !== '' ? unreadableFile(path) : undefined
     if (reason !== undefined) optionProblems.push([key, `${describe(key, given.get(key)!)}: ${reason}`])
   }
+  // Checked here, not only by the schema, whose cross-option rules run only when every
+  // option parsed: a missing upstream is reported along with every other problem.
+  const noBackends = raw.upstream === undefined && raw.pooler === undefined
+  if (noBackends) optionProblems.push(['upstream', missing('upstream')])
   const result = gatewayConfigSchema.safeParse(raw)
   for (const issue of result.error?.issues ?? []) {
     const key = issue.path[0] as OptionKey
+    if (key === 'upstream' && noBackends) continue
     const entry = given.get(key)!
     optionProblems.push([
       key,
