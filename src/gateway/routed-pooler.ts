@@ -20,15 +20,15 @@ export class RoutedPooler implements PoolerClient {
   /** Every pooler a lease went to, for withdrawing a request that waits at one of them. */
   private readonly used = new Set<PoolerClient>()
   private readonly listeners = new Map<string, NotificationChannels>()
+  /** What backend logins of each user may present, for every pooler a lease goes to. */
+  private readonly credentials = new Map<string, BackendCredentials>()
 
   constructor(pick: () => PoolerClient) {
     this.pick = pick
   }
 
   acquire(database: string, user: string, request: LeaseRequest): void {
-    const pooler = this.pick()
-    this.used.add(pooler)
-    pooler.acquire(database, user, request)
+    this.use(this.pick()).acquire(database, user, request)
   }
 
   cancelWait(database: string, user: string, request: LeaseRequest): void {
@@ -54,7 +54,7 @@ export class RoutedPooler implements PoolerClient {
   notifications(database: string): NotificationChannels {
     let channels = this.listeners.get(database)
     if (channels === undefined) {
-      channels = this.pick().notifications(database)
+      channels = this.use(this.pick()).notifications(database)
       this.listeners.set(database, channels)
     }
     return channels
@@ -65,4 +65,12 @@ export class RoutedPooler implements PoolerClient {
   }
 
   async close(): Promise<void> {}
+
+  /** A pooler met for the first time learns the credentials clients proved so far. */
+  private use(pooler: PoolerClient): PoolerClient {
+    if (this.used.has(pooler)) return pooler
+    this.used.add(pooler)
+    for (const [user, credentials] of this.credentials) pooler.setCredentials(user, credentials)
+    return pooler
+  }
 }

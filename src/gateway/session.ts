@@ -1100,6 +1100,8 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     if (this.lease === null) return
     this.lease = null
     this.sequenceState = false
+    // A client paused until the backend drained would wait for a drain that never comes.
+    if (this.client.isPaused() && this.pendingBytes <= MAX_PENDING_BYTES) this.client.resume()
     if (this.pinned) {
       // What pinned the session (temporary tables, locks, cursors) died with the backend.
       this.pinned = false
@@ -1391,6 +1393,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
       } else if (this.copyIn || this.syncPoints === 0) {
         // Postgres waits for COPY data or a Sync that will never come.
         lease.discard(`client went away mid-request: ${reason}`)
+      } else if (this.replies.some((reply) => reply.statement !== null)) {
+        // A statement is being prepared there and counted as present before its reply:
+        // with no one left to see a failure, the backend's record could lie.
+        lease.discard(`client went away while a statement was being prepared: ${reason}`)
       } else lease.abandon(this.syncPoints, this.unsynced)
     }
     if (!this.client.destroyed) this.client.destroySoon()

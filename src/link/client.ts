@@ -63,8 +63,12 @@ export class RemotePooler implements PoolerClient {
   private readonly log: Logger
   private readonly links: LinkConnection[]
   private nextLink = 0
-  private incarnation: string | null = null
-  private readonly mirrors = new Map<number, Mirror>()
+  /**
+   * Per pooler incarnation (a pooler process's life), per backend id: what this gateway
+   * prepared there. Keyed by incarnation too, since ids restart with every process and
+   * an old process may still serve a connection while a new one serves another.
+   */
+  private readonly mirrors = new Map<string, Map<number, Mirror>>()
   /** Requests waiting for a link to open, so that a session going away can withdraw them. */
   private readonly parked = new Set<LeaseRequest>()
   private readonly openWaiters: { resolve: (link: LinkConnection) => void; control: boolean }[] = []
@@ -170,26 +174,30 @@ export class RemotePooler implements PoolerClient {
     return describeAddress(this.options.address)
   }
 
-  /** The view of a granted backend, new when the pooler or the backend's statements changed. */
-  mirror(backendId: number, generation: number): Mirror {
-    let mirror = this.mirrors.get(backendId)
+  /** The view of a granted backend, new when the backend's statements were all dropped. */
+  mirror(incarnation: string, backendId: number, generation: number): Mirror {
+    let backends = this.mirrors.get(incarnation)
+    if (backends === undefined) {
+      backends = new Map()
+      this.mirrors.set(incarnation, backends)
+    }
+    let mirror = backends.get(backendId)
     if (mirror === undefined || mirror.generation !== generation) {
       mirror = { generation, prepared: new Set() }
-      this.mirrors.set(backendId, mirror)
+      backends.set(backendId, mirror)
     }
     return mirror
   }
 
-  backendGone(backendId: number): void {
-    this.mirrors.delete(backendId)
+  backendGone(incarnation: string, backendId: number): void {
+    this.mirrors.get(incarnation)?.delete(backendId)
   }
 
-  hello(incarnation: string): void {
-    if (this.incarnation !== incarnation) {
-      // Another pooler process: none of the backends remembered exists any more.
-      this.mirrors.clear()
-      this.incarnation = incarnation
-    }
+  /** A connection met a pooler process: views of processes no connection reaches are dropped. */
+  hello(): void {
+    const live = new Set(this.links.map((link) => link.incarnation))
+    for (const incarnation of this.mirrors.keys())
+      if (!live.has(incarnation)) this.mirrors.delete(incarnation)
   }
 
   opened(link: LinkConnection): void {
@@ -325,6 +333,8 @@ interface RemoteStream {
 class LinkConnection implements LinkHandler {
   readonly index: number
   writer!: LinkWriter
+  /** The pooler process at the other end (its Hello), '' before it said. */
+  incarnation = ''
   private readonly pooler: RemotePooler
   private socket: net.Socket | null = null
   private state: 'closed' | 'connecting' | 'open' = 'closed'
@@ -422,7 +432,7 @@ class LinkConnection implements LinkHandler {
   }
 
   mirror(backendId: number, generation: number): Mirror {
-    return this.pooler.mirror(backendId, generation)
+    return this.pooler.mirror(this.incarnation, backendId, generation)
   }
 
   onData(stream: number, piece: Buffer): void {
@@ -448,10 +458,11 @@ class LinkConnection implements LinkHandler {
   onControl(kind: Kind, stream: number, payload: Buffer): void {
     switch (kind) {
       case Kind.Hello:
-        this.pooler.hello((JSON.parse(payload.toString()) as { incarnation: string }).incarnation)
+        this.incarnation = (JSON.parse(payload.toString()) as { incarnation: string }).incarnation
+        this.pooler.hello()
         return
       case Kind.BackendGone:
-        this.pooler.backendGone(stream)
+        this.pooler.backendGone(this.incarnation, stream)
         return
       case Kind.Reply:
         this.pooler.reply(stream, payload)
@@ -482,8 +493,9 @@ class LinkConnection implements LinkHandler {
     for (const target of streams) target.linkLost(error)
     if (wasOpen)
       this.pooler.logger.warn({ link: this.pooler.describe() }, 'lease link lost; reconnecting when needed')
-    if (!this.pooler.wanted(this)) return
+    if (!this.pooler.wanted(this) || this.state !== 'closed') return
     // The pooler is coming back (its process restarts): try again soon, then less often.
+    if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer)
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null
       if (this.pooler.wanted(this)) this.connect()
@@ -653,12 +665,13 @@ abstract class RemoteBackend implements FrameHandler, RemoteStream {
     return true
   }
 
-  /** The stream is over: nothing more is sent on it, and no one waits to send. */
+  /** The stream is over: nothing more is sent on it, and those waiting to send are told. */
   protected finish(): void {
     this.active = false
     this.full = false
-    this.drainWaiters.length = 0
     this.link.setStream(this.stream, null)
+    // Whoever waits to send more must not wait for a drain that will never come.
+    for (const waiter of this.drainWaiters.splice(0)) waiter()
   }
 
   protected control(kind: Kind, payload?: Buffer | string): void {

@@ -149,10 +149,13 @@ export class LinkWriter {
 
   constructor(socket: net.Socket) {
     this.socket = socket
-    socket.on('drain', () => {
+    const unblock = () => {
       this.blocked = false
       for (const waiter of this.drainWaiters.splice(0)) waiter()
-    })
+    }
+    socket.on('drain', unblock)
+    // A closed socket never drains: its waiters learn of the loss from their streams.
+    socket.on('close', unblock)
   }
 
   get writable(): boolean {

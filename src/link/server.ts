@@ -9,7 +9,7 @@ import type {
   NotificationListener,
   Pooler,
 } from '../pooler/index.ts'
-import { Backend, type PgError, TxStatus } from '../protocol/index.ts'
+import { Backend, PgError, SqlState, TxStatus } from '../protocol/index.ts'
 import { toLinkError } from './errors.ts'
 import {
   describeAddress,
@@ -341,7 +341,9 @@ class LinkLease implements LeaseRequest, BackendReceiver {
   private endEarly(): void {
     const lease = this.lease!
     this.done()
-    lease.release()
+    // A promise broken (the batch left a transaction open) must not reach the next session.
+    if (this.lastStatus === TxStatus.Idle) lease.release()
+    else lease.releaseDirty(false)
   }
 
   onBackendMessagePart(_type: number, piece: Buffer): void {
@@ -366,14 +368,20 @@ class LinkLease implements LeaseRequest, BackendReceiver {
       if (kind === Kind.CancelWait) {
         this.done()
         this.peer.cancelWait(this, this.definition)
+        // The answer frees the gateway's stream (a Grant may cross the cancel instead).
+        this.peer.writer.control(
+          Kind.LeaseError,
+          this.stream,
+          JSON.stringify(toLinkError(new PgError(SqlState.QueryCanceled, 'lease request withdrawn'))),
+        )
       }
       return
     }
     const lease = this.lease
     if (lease === null || this.state !== 'leased') return
-    // The pooler ends an early-released lease at its last ReadyForQuery: until then only
-    // a discard (the session broke its promise) or a cancel changes anything.
-    if (this.releaseAfter > 0 && kind !== Kind.Discard && kind !== Kind.Cancel) return
+    // The pooler ends an early-released lease at its last ReadyForQuery: the session's
+    // own release of it is moot (an abandon still stops the forwarding of its replies).
+    if (this.releaseAfter > 0 && (kind === Kind.Release || kind === Kind.ReleaseDirty)) return
     switch (kind) {
       case Kind.ReleaseEarly: {
         const remaining = payload.readUInt32BE(0) - (this.readyForwarded - payload.readUInt32BE(4))

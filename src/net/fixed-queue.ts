@@ -46,6 +46,15 @@ export class FixedQueue<T> {
     return undefined
   }
 
+  /** Whether any item `matches`. */
+  some(matches: (item: T) => boolean): boolean {
+    for (let i = this.head; i < this.tail; i++) {
+      const item = this.items[i & (this.items.length - 1)]
+      if (item !== undefined && matches(item)) return true
+    }
+    return false
+  }
+
   /** Removes the oldest item that `matches`, wherever it is; returns whether one was. */
   removeFirst(matches: (item: T) => boolean): boolean {
     for (let i = this.head; i < this.tail; i++) {

@@ -567,6 +567,8 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
       else this.release()
       return
     }
+    // Reading may be paused for the session's slow client: the sink must see the replies.
+    this.conn.socket.resume()
     let remaining = syncPoints
     let status = 0x49
     const sink: BackendReceiver = {

@@ -7,10 +7,12 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import pg from 'pg'
 import type { Gateway } from '../../src/gateway/index.ts'
+import { frontend } from '../../src/protocol/index.ts'
 import { directClient } from '../support/backends.ts'
 import { startTestGateway } from '../support/gateway.ts'
 import { startTestPostgres, type TestPostgres } from '../support/postgres.ts'
 import { connectArgs, runPgProgramSync } from '../support/programs.ts'
+import { RawClient } from '../support/raw-client.ts'
 import { errorFields, WireClient } from '../support/wire.ts'
 
 const WAIT_TIMEOUT_MS = 500
@@ -133,6 +135,21 @@ describe('pool of one backend: waits, abandoned transactions, dead backends', ()
     )
     const direct0 = await direct.query('SELECT count(*)::int AS n FROM pool_rows')
     assert.equal(direct0.rows[0].n, 0, 'the uncommitted row was committed')
+  })
+
+  test('a client that stops reading a large result, then vanishes, gives its backend back', async () => {
+    const { client } = await RawClient.login(gateway.port, { user: 'postgres', database: 'postgres' })
+    // Some 30 MB of rows: far more than the sockets between here and Postgres hold, so
+    // the gateway stops reading the backend while the client reads nothing.
+    client.socket.pause()
+    client.write(frontend.query("SELECT repeat('x', 100), g FROM generate_series(1, 300000) AS g"))
+    await sleep(300)
+    client.socket.destroy()
+    const leased = () => gateway.pooler.stats().reduce((sum, pool) => sum + pool.leased, 0)
+    assert.ok(await eventually(async () => leased() === 0, 10_000), 'the backend went back to the pool')
+    const b = await connect()
+    const { rows } = await b.query('SELECT 41 + 1 AS n')
+    assert.deepEqual(rows, [{ n: 42 }])
   })
 
   test('a backend terminated while idle is replaced: the next query succeeds', async () => {
