@@ -11,6 +11,7 @@ const POOL_OPTIONS: readonly OptionKey[] = [
   'idleTimeout',
   'maxLifetime',
   'waitTimeout',
+  'pipelineDepth',
   'authCacheTtl',
   'logLevel',
 ]
