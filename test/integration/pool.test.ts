@@ -152,6 +152,36 @@ describe('pool of one backend: waits, abandoned transactions, dead backends', ()
     assert.deepEqual(rows, [{ n: 42 }])
   })
 
+  test('a slow reader of a large extended-protocol result that then sends Sync gets every row', async () => {
+    const { client } = await RawClient.login(gateway.port, { user: 'postgres', database: 'postgres' })
+    const rows = 300_000
+    client.socket.pause()
+    // Flush, not Sync: the rows flow (and back up) before the batch ends; the Sync that
+    // follows ends it while the backend is held back for this client.
+    client.write(
+      Buffer.concat([
+        frontend.parse('', `SELECT repeat('x', 100), g FROM generate_series(1, ${rows}) AS g`, []),
+        frontend.bind('', ''),
+        frontend.execute(''),
+        Buffer.from([0x48, 0, 0, 0, 4]),
+      ]),
+    )
+    await sleep(300)
+    client.write(frontend.sync)
+    await sleep(200)
+    client.socket.resume()
+    let dataRows = 0
+    for (;;) {
+      const message = await client.next(20_000)
+      if (message.type === 0x44) dataRows++
+      if (message.type === 0x5a) break
+    }
+    assert.equal(dataRows, rows)
+    client.end()
+    const b = await connect()
+    assert.deepEqual((await b.query('SELECT 41 + 1 AS n')).rows, [{ n: 42 }])
+  })
+
   test('a backend terminated while idle is replaced: the next query succeeds', async () => {
     const c = await connect()
     const before = await c.query('SELECT pg_backend_pid() AS pid')
