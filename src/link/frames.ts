@@ -146,11 +146,15 @@ export class LinkWriter {
   private blocked = false
   private readonly drainWaiters: (() => void)[] = []
   private readonly flushNow = () => this.flush()
+  /** Told when the socket's buffer fills up (true) and when it drained (false). */
+  onBlocked: ((blocked: boolean) => void) | null = null
 
   constructor(socket: net.Socket) {
     this.socket = socket
     const unblock = () => {
+      if (!this.blocked) return
       this.blocked = false
+      this.onBlocked?.(false)
       for (const waiter of this.drainWaiters.splice(0)) waiter()
     }
     socket.on('drain', unblock)
@@ -207,7 +211,10 @@ export class LinkWriter {
     this.out = Buffer.allocUnsafe(Math.max(MIN_OUTPUT, this.out.length >>> 1))
     this.used = 0
     this.openData = -1
-    if (!this.socket.write(chunk)) this.blocked = true
+    if (!this.socket.write(chunk) && !this.blocked) {
+      this.blocked = true
+      this.onBlocked?.(true)
+    }
   }
 
   private writeHeader(kind: Kind, stream: number, length: number): void {

@@ -93,6 +93,11 @@ class LinkPeer implements LinkHandler {
     this.log = log
     this.onClosed = onClosed
     this.writer = new LinkWriter(socket)
+    // A gateway that does not keep up with its link must not make the pooler buffer
+    // every backend's output: reading stops until the link drains.
+    this.writer.onBlocked = (blocked) => {
+      for (const served of this.streams.values()) served.gate.setLink(blocked)
+    }
     this.reader = new LinkReader(this)
     this.writer.control(Kind.Hello, 0, JSON.stringify({ incarnation: pooler.incarnation }))
     // Chunks from 'data' are fresh buffers: Data pieces may be handed to backend sockets as they are.
@@ -275,6 +280,39 @@ function toBackend(
 }
 
 /**
+ * Whether a backend's socket is read: not while its session's client is full (Pause
+ * from the gateway) nor while the gateway's link is full.
+ */
+class ReadGate {
+  private session = false
+  private link = false
+  private target: { pause(): void; resume(): void } | null = null
+
+  /** Starts gating `target`, closed at once if the link is full now (or its client was). */
+  attach(target: { pause(): void; resume(): void }, linkFull: boolean): void {
+    this.target = target
+    this.link = linkFull
+    if (this.session || this.link) target.pause()
+  }
+
+  setSession(paused: boolean): void {
+    this.session = paused
+    this.apply()
+  }
+
+  setLink(paused: boolean): void {
+    if (this.link === paused) return
+    this.link = paused
+    this.apply()
+  }
+
+  private apply(): void {
+    if (this.session || this.link) this.target?.pause()
+    else this.target?.resume()
+  }
+}
+
+/**
  * A lease a remote session asked for: waits in the pool like any request, then forwards
  * what the backend sends, as it is, until the gateway ends the lease.
  */
@@ -293,6 +331,7 @@ class LinkLease implements LeaseRequest, BackendReceiver {
   /** After Kind.ReleaseEarly: ReadyForQuery messages until the pooler ends the lease itself. */
   private releaseAfter = 0
   readonly flow = { full: false, live: () => this.state === 'leased' }
+  readonly gate = new ReadGate()
 
   constructor(peer: LinkPeer, stream: number, definition: ServedDefinition) {
     this.peer = peer
@@ -315,6 +354,7 @@ class LinkLease implements LeaseRequest, BackendReceiver {
     grant.writeUInt32BE(lease.preparedGeneration, 4)
     this.peer.writer.control(Kind.Grant, this.stream, grant)
     lease.attach(this)
+    this.gate.attach(lease, !this.peer.writer.writable)
   }
 
   onLeaseError(error: PgError): void {
@@ -421,10 +461,10 @@ class LinkLease implements LeaseRequest, BackendReceiver {
         lease.cancel()
         return
       case Kind.Pause:
-        lease.pause()
+        this.gate.setSession(true)
         return
       case Kind.Resume:
-        lease.resume()
+        this.gate.setSession(false)
         return
       case Kind.SetSettings: {
         const { settings, key } = JSON.parse(payload.toString()) as {
@@ -464,6 +504,7 @@ class LinkDedicated implements BackendReceiver {
   private backend: DedicatedConnection | null = null
   private closed = false
   readonly flow = { full: false, live: () => !this.closed }
+  readonly gate = new ReadGate()
 
   constructor(peer: LinkPeer, stream: number) {
     this.peer = peer
@@ -482,6 +523,7 @@ class LinkDedicated implements BackendReceiver {
       JSON.stringify({ parameters: [...backend.parameters] }),
     )
     backend.attach(this)
+    this.gate.attach(backend, !this.peer.writer.writable)
   }
 
   failed(error: Error): void {
@@ -528,10 +570,10 @@ class LinkDedicated implements BackendReceiver {
         backend?.cancel()
         return
       case Kind.Pause:
-        backend?.pause()
+        this.gate.setSession(true)
         return
       case Kind.Resume:
-        backend?.resume()
+        this.gate.setSession(false)
         return
     }
   }
