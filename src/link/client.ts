@@ -45,6 +45,8 @@ interface Mirror {
 /** Definitions a link connection keeps before it starts over (each may be a distinct settings set). */
 const MAX_DEFINITIONS = 4096
 
+const CONNECT_TIMEOUT_MS = 5000
+const KEEPALIVE_MS = 10_000
 const RECONNECT_MIN_MS = 50
 const RECONNECT_MAX_MS = 1000
 
@@ -363,7 +365,12 @@ class LinkConnection implements LinkHandler {
     this.socket = socket
     this.writer = new LinkWriter(socket)
     const reader = new LinkReader(this)
+    // A pooler host that does not answer must not hold the link in 'connecting' for good.
+    socket.setTimeout(CONNECT_TIMEOUT_MS, () => socket.destroy(new Error('connect timed out')))
     socket.once('connect', () => {
+      socket.setTimeout(0)
+      // Over TCP, a pooler host that vanished is found out eventually even on an idle link.
+      socket.setKeepAlive(true, KEEPALIVE_MS)
       this.state = 'open'
       this.reconnectMs = RECONNECT_MIN_MS
       this.pooler.opened(this)

@@ -185,6 +185,39 @@ describe('a pooler process shared by two gateway processes', () => {
     for (const result of await Promise.all(next)) assert.equal(result.rows[0].n, 120)
   })
 
+  test('the link over TCP: a gateway leases from a pooler at host:port', async () => {
+    const linkPort = await freePort()
+    const port = await freePort()
+    const tcpPooler = start([
+      'pooler',
+      '--link',
+      `127.0.0.1:${linkPort}`,
+      '--upstream',
+      upstream,
+      '--pool-size',
+      '1',
+    ])
+    const gateway = start([
+      'gateway',
+      '--pooler',
+      `127.0.0.1:${linkPort}`,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--auth',
+      'trust',
+    ])
+    try {
+      await listening(port)
+      const client = await connect(port)
+      const { rows } = await client.query({ name: 'tcp', text: 'SELECT $1::int * 2 AS n', values: [21] })
+      assert.deepEqual(rows, [{ n: 42 }])
+      await client.end()
+    } finally {
+      await stop(gateway)
+      await stop(tcpPooler)
+    }
+  })
+
   test('bad command lines get a clear message and exit code 2', async () => {
     const run = (args: string[]) =>
       runProgram(process.execPath, [TIDEPOOL, ...args], {
