@@ -73,7 +73,11 @@ export class RemotePooler implements PoolerClient {
   private readonly mirrors = new Map<string, Map<number, Mirror>>()
   /** Requests waiting for a link to open, so that a session going away can withdraw them. */
   private readonly parked = new Set<LeaseRequest>()
-  private readonly openWaiters: { resolve: (link: LinkConnection) => void; control: boolean }[] = []
+  private readonly openWaiters: {
+    resolve: (link: LinkConnection) => void
+    reject: (error: Error) => void
+    control: boolean
+  }[] = []
   private readonly replies = new Map<
     number,
     { resolve: (value: unknown) => void; reject: (error: Error) => void }
@@ -284,6 +288,10 @@ export class RemotePooler implements PoolerClient {
           clearTimeout(timer)
           resolve(link)
         },
+        reject: (error: Error) => {
+          clearTimeout(timer)
+          reject(error)
+        },
       }
       const timer = setTimeout(() => {
         const index = this.openWaiters.indexOf(waiter)
@@ -304,8 +312,8 @@ export class RemotePooler implements PoolerClient {
   }
 
   private failOpenWaiters(): void {
-    // Their timers reject them; nothing else to do but let no link reconnect.
-    this.openWaiters.length = 0
+    const error = new PgError(SqlState.AdminShutdown, 'the gateway is shutting down')
+    for (const waiter of this.openWaiters.splice(0)) waiter.reject(error)
   }
 
   get logger(): Logger {
