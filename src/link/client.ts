@@ -4,6 +4,7 @@ import {
   type BackendCredentials,
   type BackendReceiver,
   type DedicatedConnection,
+  InternalQueries,
   type Lease,
   type LeaseRequest,
   type NotificationChannels,
@@ -701,8 +702,7 @@ class RemoteLease extends RemoteBackend implements Lease {
   /** ReadyForQuery messages handed to receivers (see Kind.Abandon). */
   private delivered = 0
   private closedError: Error | null = null
-  private queriesInFlight = 0
-  private afterQueries: (() => void) | null = null
+  private readonly queries = new InternalQueries()
   /** The pooler ends this lease at its last ReadyForQuery (see releaseEarly). */
   private endsItself = false
 
@@ -738,13 +738,13 @@ class RemoteLease extends RemoteBackend implements Lease {
   }
 
   release(): void {
-    if (this.deferredWhileQuerying(() => this.release())) return
+    if (this.queries.deferred(() => this.release())) return
     // After releaseEarly the pooler ended the lease at the ReadyForQuery just received.
     if (this.end() && !this.endsItself) this.link.writer.control(Kind.Release, this.stream)
   }
 
   releaseEarly(syncPoints: number): void {
-    if (this.queriesInFlight > 0) return
+    if (this.queries.busy) return
     this.endsItself = true
     const payload = Buffer.allocUnsafe(8)
     payload.writeUInt32BE(syncPoints, 0)
@@ -753,7 +753,7 @@ class RemoteLease extends RemoteBackend implements Lease {
   }
 
   abandon(syncPoints: number, unsynced: boolean): void {
-    if (this.deferredWhileQuerying(() => this.abandon(syncPoints, unsynced))) return
+    if (this.queries.deferred(() => this.abandon(syncPoints, unsynced))) return
     if (!this.end()) return
     const payload = Buffer.allocUnsafe(9)
     payload.writeUInt32BE(syncPoints, 0)
@@ -763,23 +763,17 @@ class RemoteLease extends RemoteBackend implements Lease {
   }
 
   releaseDirty(unsynced: boolean): void {
-    if (this.deferredWhileQuerying(() => this.releaseDirty(unsynced))) return
+    if (this.queries.deferred(() => this.releaseDirty(unsynced))) return
     if (this.end()) this.link.writer.control(Kind.ReleaseDirty, this.stream, Buffer.from([unsynced ? 1 : 0]))
   }
 
   discard(reason: string): void {
-    if (this.deferredWhileQuerying(() => this.discard(reason))) return
+    if (this.queries.deferred(() => this.discard(reason))) return
     if (this.end()) this.link.writer.control(Kind.Discard, this.stream, reason)
   }
 
   query(sql: string): Promise<QueryResult> {
-    this.queriesInFlight++
-    return simpleQuery(this, sql).finally(() => {
-      if (--this.queriesInFlight > 0) return
-      const next = this.afterQueries
-      this.afterQueries = null
-      next?.()
-    })
+    return this.queries.track(simpleQuery(this, sql))
   }
 
   setSettings(settings: ReadonlyMap<string, string>, key: string): void {
@@ -809,13 +803,6 @@ class RemoteLease extends RemoteBackend implements Lease {
     this.finish()
     this.closedError = error
     this.receiver?.onBackendClosed(error, unserved)
-  }
-
-  /** As in the in-process lease: an end waits for the internal query on the wire. */
-  private deferredWhileQuerying(end: () => void): boolean {
-    if (this.queriesInFlight === 0) return false
-    this.afterQueries = end
-    return true
   }
 
   private end(): boolean {

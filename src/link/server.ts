@@ -295,9 +295,12 @@ class ReadGate {
     if (this.session || this.link) target.pause()
   }
 
-  setSession(paused: boolean): void {
-    this.session = paused
+  /** Takes Kind.Pause and Kind.Resume from the gateway; false for any other kind. */
+  sessionControl(kind: Kind): boolean {
+    if (kind !== Kind.Pause && kind !== Kind.Resume) return false
+    this.session = kind === Kind.Pause
     this.apply()
+    return true
   }
 
   setLink(paused: boolean): void {
@@ -418,7 +421,7 @@ class LinkLease implements LeaseRequest, BackendReceiver {
       return
     }
     const lease = this.lease
-    if (lease === null || this.state !== 'leased') return
+    if (lease === null || this.state !== 'leased' || this.gate.sessionControl(kind)) return
     // The pooler ends an early-released lease at its last ReadyForQuery: the session's
     // own release of it is moot (an abandon still stops the forwarding of its replies).
     if (this.releaseAfter > 0 && (kind === Kind.Release || kind === Kind.ReleaseDirty)) return
@@ -459,12 +462,6 @@ class LinkLease implements LeaseRequest, BackendReceiver {
         return
       case Kind.Cancel:
         lease.cancel()
-        return
-      case Kind.Pause:
-        this.gate.setSession(true)
-        return
-      case Kind.Resume:
-        this.gate.setSession(false)
         return
       case Kind.SetSettings: {
         const { settings, key } = JSON.parse(payload.toString()) as {
@@ -560,20 +557,14 @@ class LinkDedicated implements BackendReceiver {
   }
 
   control(kind: Kind): void {
-    const backend = this.backend
+    if (this.gate.sessionControl(kind)) return
     switch (kind) {
       case Kind.CloseDedicated:
         this.linkLost()
         this.peer.forget(this.stream, this)
         return
       case Kind.Cancel:
-        backend?.cancel()
-        return
-      case Kind.Pause:
-        this.gate.setSession(true)
-        return
-      case Kind.Resume:
-        this.gate.setSession(false)
+        this.backend?.cancel()
         return
     }
   }

@@ -12,4 +12,10 @@ export type { NotificationHub, NotificationListener } from './notifications.ts'
 export type { PoolStats } from './pool.ts'
 export { Pooler, type PoolerOptions } from './pooler.ts'
 export { settingsKey } from './settings.ts'
-export { type QueryResult, queryServer, quoteLiteral, simpleQuery } from './simple-query.ts'
+export {
+  InternalQueries,
+  type QueryResult,
+  queryServer,
+  quoteLiteral,
+  simpleQuery,
+} from './simple-query.ts'

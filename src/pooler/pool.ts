@@ -13,7 +13,7 @@ import {
 } from './backend.ts'
 import type { Lease, LeaseRequest } from './lease.ts'
 import { hasForeignCustomNames, noteCustomNames, settingsDiffSql } from './settings.ts'
-import { type QueryResult, simpleQuery } from './simple-query.ts'
+import { InternalQueries, type QueryResult, simpleQuery } from './simple-query.ts'
 
 export interface PoolOptions {
   maxSize: number
@@ -503,8 +503,7 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
   private active = true
   private cancelWhenHead = false
   private whenHead: (() => void) | null = null
-  private queriesInFlight = 0
-  private afterQueries: (() => void) | null = null
+  private readonly queries = new InternalQueries()
 
   constructor(pool: Pool, conn: BackendConn, head: boolean) {
     super(conn)
@@ -545,7 +544,7 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
   }
 
   release(): void {
-    if (this.deferredWhileQuerying(() => this.release())) return
+    if (this.queries.deferred(() => this.release())) return
     if (this.active && !this.head) {
       // Nothing of this lease's was sent (its session left while queued): step aside in turn.
       this.whenHead = () => this.release()
@@ -560,7 +559,7 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
   }
 
   abandon(syncPoints: number, unsynced: boolean): void {
-    if (this.deferredWhileQuerying(() => this.abandon(syncPoints, unsynced))) return
+    if (this.queries.deferred(() => this.abandon(syncPoints, unsynced))) return
     if (!this.active) return
     if (syncPoints === 0) {
       if (unsynced) this.releaseDirty(true)
@@ -587,13 +586,13 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
   }
 
   releaseDirty(unsynced: boolean): void {
-    if (this.deferredWhileQuerying(() => this.releaseDirty(unsynced))) return
+    if (this.queries.deferred(() => this.releaseDirty(unsynced))) return
     if (!this.end()) return
     this.pool.reset(this.conn, unsynced)
   }
 
   discard(reason: string): void {
-    if (this.deferredWhileQuerying(() => this.discard(reason))) return
+    if (this.queries.deferred(() => this.discard(reason))) return
     if (!this.end()) return
     this.conn.destroy(new PgError(SqlState.AdminShutdown, reason))
   }
@@ -605,30 +604,12 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
   }
 
   query(sql: string): Promise<QueryResult> {
-    const run = () => {
-      this.queriesInFlight++
-      return simpleQuery(this.conn, sql).finally(() => {
-        if (--this.queriesInFlight > 0) return
-        const next = this.afterQueries
-        this.afterQueries = null
-        next?.()
-      })
-    }
+    const run = () => this.queries.track(simpleQuery(this.conn, sql))
     if (this.head) return run()
     // Its replies would be taken for the head's: wait for this lease's turn.
     return new Promise((resolve, reject) => {
       this.whenHead = () => run().then(resolve, reject)
     })
-  }
-
-  /**
-   * Ending the lease while an internal query is on the wire would hand its replies to
-   * whoever gets the backend next: the end waits for the query's ReadyForQuery.
-   */
-  private deferredWhileQuerying(end: () => void): boolean {
-    if (this.queriesInFlight === 0) return false
-    this.afterQueries = end
-    return true
   }
 
   setPinned(pinned: boolean): void {

@@ -50,6 +50,38 @@ export function simpleQuery(conn: QueryTarget, sql: string): Promise<QueryResult
   })
 }
 
+/**
+ * The internal queries on the wire of one lease, and the end of that lease, which waits
+ * for them: ending it while one is in flight would hand its replies to whoever gets the
+ * backend next.
+ */
+export class InternalQueries {
+  private inFlight = 0
+  private afterLast: (() => void) | null = null
+
+  get busy(): boolean {
+    return this.inFlight > 0
+  }
+
+  /** Counts `query` as in flight until it settles. */
+  track(query: Promise<QueryResult>): Promise<QueryResult> {
+    this.inFlight++
+    return query.finally(() => {
+      if (--this.inFlight > 0) return
+      const next = this.afterLast
+      this.afterLast = null
+      next?.()
+    })
+  }
+
+  /** True when `end` is put off until the last query's reply; false: end now. */
+  deferred(end: () => void): boolean {
+    if (this.inFlight === 0) return false
+    this.afterLast = end
+    return true
+  }
+}
+
 function decodeDataRow(frame: Buffer): (string | null)[] {
   const count = frame.readInt16BE(5)
   const values: (string | null)[] = []
