@@ -23,13 +23,13 @@ export async function runInstancePooler(config: ClusterConfig, name: string, log
   await prepareServiceDir(layout.socketDir, 0o700)
   const link = await serveLeaseLink(pooler, { path: linkPath(layout) }, log)
   const use = () => {
-    const use = { backends: 0, leased: 0, waiting: 0 }
+    const total = { backends: 0, leased: 0, waiting: 0 }
     for (const pool of pooler.stats()) {
-      use.backends += pool.size
-      use.leased += pool.leased
-      use.waiting += pool.waiting
+      total.backends += pool.size
+      total.leased += pool.leased
+      total.waiting += pool.waiting
     }
-    return use
+    return total
   }
   try {
     await superviseInstance(config, name, { link: linkPath(layout), use }, log)

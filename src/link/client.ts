@@ -61,7 +61,6 @@ const RECONNECT_MAX_MS = 1000
 export class RemotePooler implements PoolerClient {
   /** The pooler decides whether to queue leases behind promised-idle batches (its --pipeline-depth). */
   readonly pipelining = true
-  readonly address: LinkAddress
   private readonly options: RemotePoolerOptions
   private readonly log: Logger
   private readonly links: LinkConnection[]
@@ -92,7 +91,6 @@ export class RemotePooler implements PoolerClient {
 
   constructor(options: RemotePoolerOptions, log: Logger) {
     this.options = options
-    this.address = options.address
     this.log = log
     this.links = Array.from(
       { length: Math.max(1, options.connections) },

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { prepareServiceDir } from '../../src/pgctl/index.ts'
-import { freePort, freePortRun } from '../support/ports.ts'
+import { clusterPortFlags } from '../support/ports.ts'
 import { runProgram } from '../support/programs.ts'
 
 const TIDEPOOL = join(import.meta.dirname, '..', '..', 'bin', 'tidepool.js')
@@ -30,19 +30,7 @@ describe('tidepool up / status / down from the command line', () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'tidepool-cli-'))
     await prepareServiceDir(dir, 0o711)
-    const base = await freePortRun(2)
-    flags = [
-      '--dir',
-      join(dir, 'data'),
-      '--port',
-      String(await freePort()),
-      '--replica-port',
-      String(await freePort()),
-      '--instance-port-base',
-      String(base),
-      '--replicas',
-      '1',
-    ]
+    flags = ['--dir', join(dir, 'data'), ...(await clusterPortFlags(2)), '--replicas', '1']
     up = await tidepool(['up', ...flags])
   })
 

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { prepareServiceDir } from '../../src/pgctl/index.ts'
-import { freePort, freePortRun } from '../support/ports.ts'
+import { clusterPortFlags } from '../support/ports.ts'
 import { type ProgramResult, runProgram } from '../support/programs.ts'
 
 const REPO = join(import.meta.dirname, '..', '..')
@@ -39,15 +39,7 @@ describe('a newcomer: fresh clone, ./tidepool up, psql', () => {
         env: { PATH: SYSTEM_PATH, HOME: process.env.HOME ?? '/root' },
       })
       assert.equal(cloned.code, 0, show(cloned))
-      const base = await freePortRun(3)
-      flags = [
-        '--port',
-        String(await freePort()),
-        '--replica-port',
-        String(await freePort()),
-        '--instance-port-base',
-        String(base),
-      ]
+      flags = await clusterPortFlags(3)
       up = await runProgram(join(clone, 'tidepool'), ['up', ...flags], {
         cwd: clone,
         env: { PATH: SYSTEM_PATH, HOME: process.env.HOME ?? '/root' },

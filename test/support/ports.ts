@@ -53,3 +53,16 @@ export async function freePortRun(count: number): Promise<number> {
   }
   throw new Error(`no run of ${count} free loopback ports`)
 }
+
+/** `tidepool up` flags for a gateway and `instances` Postgres instances, all on free ports. */
+export async function clusterPortFlags(instances: number): Promise<string[]> {
+  const base = await freePortRun(instances)
+  return [
+    '--port',
+    String(await freePort()),
+    '--replica-port',
+    String(await freePort()),
+    '--instance-port-base',
+    String(base),
+  ]
+}
