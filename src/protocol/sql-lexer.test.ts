@@ -4,7 +4,9 @@ import {
   customSettingNames,
   DO_BLOCK,
   isPipelineSafe,
+  mayPin,
   mentionsSequenceFunction,
+  mentionsSetConfig,
   parseListen,
   parsePreparedCommand,
   userCodeCalls,
@@ -153,4 +155,36 @@ test('calls that may run user code are named; built-ins, types and column lists 
   assert.deepEqual(calls('INSERT INTO "T" (a, b) VALUES ($1, $2) ON CONFLICT (a) DO UPDATE SET b = 1'), [])
   assert.deepEqual(calls("SELECT 'f(x)' AS s, $$ g() $$"), [])
   assert.deepEqual(calls('UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2'), [])
+})
+
+// Under standard_conforming_strings = off a backslash escapes the quote in a plain
+// string, so the texts below hide a statement one way and show it the other.
+const HIDDEN_SET = "SELECT 'a\\' ; SET search_path TO x; SELECT 1 --'"
+const HIDDEN_BEGIN = "SELECT 'a\\' ; BEGIN; SELECT 1 --'"
+
+test('a plain string holding a backslash never pipelines', () => {
+  assert.equal(safe(HIDDEN_SET), false)
+  assert.equal(safe(HIDDEN_BEGIN), false)
+  assert.equal(safe("SELECT 'C:\\temp'"), false)
+  // E'' strings escape under either setting, and read one way only.
+  assert.equal(safe("SELECT E'a\\' ; BEGIN; SELECT 1 --'"), true)
+})
+
+test('a text that reads two ways answers for both readings', () => {
+  const text = (sql: string) => Buffer.from(sql)
+  assert.equal(mayPin(text("SELECT 'x\\' ; SELECT pg_try_advisory_lock(1) --'")), true)
+  assert.equal(mayPin(text("SELECT 'x\\'")), true)
+  assert.equal(mayPin(text("SELECT 'x'")), false)
+  assert.equal(mentionsSetConfig(text("SELECT 'x\\'")), true)
+  assert.deepEqual(userCodeCalls(text("SELECT 'a\\' ; DO $$ BEGIN END $$; --'")), [DO_BLOCK])
+  assert.deepEqual(customSettingNames(text("SELECT 'a\\' ; SET app.tenant = 1; --'")), ['app.tenant'])
+  assert.deepEqual(customSettingNames(text("SELECT set_config(E'app\\x2euser', 'x', false)")), ['app.user'])
+  assert.equal(parsePreparedCommand(text("PREPARE p AS SELECT 'a\\' ; DEALLOCATE ALL; --'")), undefined)
+})
+
+test('a U&"…" name may spell any function', () => {
+  const text = (sql: string) => Buffer.from(sql)
+  assert.equal(mentionsSequenceFunction(text('SELECT U&"nextv\\0061l"(\'s\')')), true)
+  assert.equal(mayPin(text('SELECT U&"pg_\\0061dvisory_lock"(1)')), true)
+  assert.equal(mentionsSetConfig(text("SELECT u&\"set_c\\006fnfig\"('a.b', 'c', false)")), true)
 })

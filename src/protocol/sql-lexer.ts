@@ -6,6 +6,13 @@
  *
  * Bytes >= 0x80 count as identifier characters, as in PostgreSQL's scanner (scan.l
  * ident_start/ident_cont), so UTF-8 identifiers and text need no decoding.
+ *
+ * Strings follow Postgres's rules exactly or the answer is the conservative one. A
+ * plain '…' string is lexed by the session's standard_conforming_strings: on, a
+ * backslash is an ordinary character; off, it escapes the next character as in E'…'
+ * (scan.l, {quote}). The gateway does not follow that setting, and one text's answers
+ * are cached for every session (statements.ts), so a plain string holding a backslash
+ * lexes both ways: see Backslash.
  */
 
 /** Statements that run in their own implicit transaction and leave nothing behind. */
@@ -182,7 +189,8 @@ function isSpace(byte: number): boolean {
  * True when `sql` (bytes [start, end) of a message) is one statement of a safe kind
  * with no call to a function outside the allow-list. Comments, quoted strings
  * (including E'' and dollar quoting) and quoted identifiers are skipped correctly;
- * anything the lexer does not understand refuses.
+ * anything the lexer does not understand refuses, and so does a plain string holding
+ * a backslash (Postgres may read it either way, see Backslash).
  */
 export function isPipelineSafe(sql: Buffer, start = 0, end = sql.length): boolean {
   let i = start
@@ -219,10 +227,11 @@ export function isPipelineSafe(sql: Buffer, start = 0, end = sql.length): boolea
     if (isIdentStart(byte)) {
       let j = i + 1
       while (j < end && isIdentChar(sql[j])) j++
-      // E'…' / e'…' escape strings, and U&'…' would follow an identifier start: refuse the rare forms.
+      // E'…' / e'…' escape strings; refuse the rare N'…', B'…' and X'…' (U&'…' is a
+      // word, "&" and a plain string, lexed as such: with a backslash it refuses).
       if (j < end && sql[j] === 0x27) {
         if (j !== i + 1 || (byte !== 0x45 && byte !== 0x65)) return false
-        i = skipQuoted(sql, j, end, 0x27, true)
+        i = skipQuoted(sql, j, end, 0x27, ESCAPES)
         if (i < 0) return false
         lastWord = ''
         continue
@@ -241,13 +250,13 @@ export function isPipelineSafe(sql: Buffer, start = 0, end = sql.length): boolea
     }
     if (first) return false
     switch (byte) {
-      case 0x27: // 'string'
-        i = skipQuoted(sql, i, end, 0x27, false)
+      case 0x27: // 'string'; one holding a backslash is AMBIGUOUS and refuses
+        i = skipQuoted(sql, i, end, 0x27, REFUSE)
         if (i < 0) return false
         lastWord = ''
         continue
       case 0x22: // "identifier": a quoted name before "(" is a call we cannot judge
-        i = skipQuoted(sql, i, end, 0x22, false)
+        i = skipQuoted(sql, i, end, 0x22, ORDINARY)
         if (i < 0) return false
         lastWord = '"'
         continue
@@ -297,10 +306,21 @@ export const DO_BLOCK = ''
  * block. Empty when there is none. A cheap trigger for asking Postgres, not proof.
  */
 export function userCodeCalls(sql: Buffer, start = 0, end = sql.length): string[] {
-  const names: string[] = []
   // Most queries call nothing: without "(" only a DO block could run code.
   const paren = sql.indexOf(0x28, start)
-  if ((paren < 0 || paren >= end) && !mentionsAny(sql, DO_NEEDLES, start, end)) return names
+  if ((paren < 0 || paren >= end) && !mentionsAny(sql, DO_NEEDLES, start, end)) return []
+  const calls = callsIn(sql, start, end, REFUSE)
+  if (calls !== null) return calls
+  // A plain string holds a backslash: Postgres reads the text one of two ways, so the
+  // calls of both (a DO hidden in a string one way is a DO_BLOCK the other way). Not
+  // DO_BLOCK always: the session would take every dotted word of the text (t.id …) for
+  // a custom setting, and its bounded list of those would fill up and drop real ones.
+  return union(callsIn(sql, start, end, ORDINARY), callsIn(sql, start, end, ESCAPES))
+}
+
+/** userCodeCalls with plain strings lexed by `plain`; null when REFUSE meets a backslash. */
+function callsIn(sql: Buffer, start: number, end: number, plain: Backslash): string[] | null {
+  const names: string[] = []
   let i = start
   let lastWord = ''
   let prevWord = ''
@@ -316,7 +336,7 @@ export function userCodeCalls(sql: Buffer, start = 0, end = sql.length): string[
       let j = i + 1
       while (j < end && isIdentChar(sql[j])) j++
       if (j < end && sql[j] === 0x27 && j === i + 1 && (byte === 0x45 || byte === 0x65)) {
-        i = skipQuoted(sql, j, end, 0x27, true)
+        i = skipQuoted(sql, j, end, 0x27, ESCAPES)
         if (i < 0) break
         lastWord = ''
         continue
@@ -334,12 +354,13 @@ export function userCodeCalls(sql: Buffer, start = 0, end = sql.length): string[
     statementStart = false
     switch (byte) {
       case 0x27:
-        i = skipQuoted(sql, i, end, 0x27, false)
+        i = skipQuoted(sql, i, end, 0x27, plain)
+        if (i === AMBIGUOUS) return null
         if (i < 0) return names
         lastWord = ''
         continue
       case 0x22: {
-        const close = skipQuoted(sql, i, end, 0x22, false)
+        const close = skipQuoted(sql, i, end, 0x22, ORDINARY)
         if (close < 0) return names
         prevWord = lastWord
         lastWord = `"${sql.toString('utf8', i + 1, close - 1).replaceAll('""', '"')}`
@@ -404,12 +425,32 @@ function skipBlockComment(sql: Buffer, i: number, end: number): number {
   return -1
 }
 
-/** Skips a quoted token starting at the quote; doubled quotes escape; -1 if unterminated. */
-function skipQuoted(sql: Buffer, i: number, end: number, quote: number, backslashEscapes: boolean): number {
+/**
+ * What a backslash means inside a quoted token (skipQuoted). ESCAPES for E'…' strings
+ * (and plain ones under standard_conforming_strings = off), ORDINARY for quoted
+ * identifiers (and plain strings under on), REFUSE for a plain string whose setting is
+ * unknown: skipQuoted answers AMBIGUOUS at its first backslash. Before a plain string
+ * with a backslash both settings lex a text alike, so REFUSE is exact: a text it lexes
+ * through reads the same to Postgres whatever the setting says.
+ */
+type Backslash = typeof ORDINARY | typeof ESCAPES | typeof REFUSE
+const ORDINARY = 0
+const ESCAPES = 1
+const REFUSE = 2
+
+/** skipQuoted's answer for a backslash under REFUSE (below -1, the unterminated answer). */
+const AMBIGUOUS = -2
+
+/**
+ * Skips a quoted token starting at the quote; doubled quotes escape, and so does a
+ * backslash under ESCAPES. -1 if unterminated; AMBIGUOUS at a backslash under REFUSE.
+ */
+function skipQuoted(sql: Buffer, i: number, end: number, quote: number, backslash: Backslash): number {
   i++
   while (i < end) {
     const byte = sql[i]
-    if (backslashEscapes && byte === 0x5c) {
+    if (byte === 0x5c && backslash !== ORDINARY) {
+      if (backslash === REFUSE) return AMBIGUOUS
       i += 2
       continue
     }
@@ -444,13 +485,15 @@ const SET_CONFIG_UPPER = Buffer.from('SET_CONFIG')
 /**
  * Whether the query text in [start, end) may call set_config(), which changes settings
  * without a SET command tag. A cheap trigger, not proof: a match in a string literal
- * only costs one extra look at the settings.
+ * only costs one extra look at the settings. True also for a U&"…" name (see
+ * spellsNames) and for a text that lexes two ways (see lexesTwoWays).
  */
 export function mentionsSetConfig(sql: Buffer, start = 0, end = sql.length): boolean {
   const lower = sql.indexOf(SET_CONFIG_LOWER, start)
   if (lower >= 0 && lower < end) return true
   const upper = sql.indexOf(SET_CONFIG_UPPER, start)
-  return upper >= 0 && upper < end
+  if (upper >= 0 && upper < end) return true
+  return spellsNames(sql, start, end) || lexesTwoWays(sql, start, end)
 }
 
 const PIN_NEEDLES = ['temp', 'TEMP', 'Temp', 'advisory', 'ADVISORY'].map((word) => Buffer.from(word))
@@ -459,14 +502,13 @@ const PIN_NEEDLES = ['temp', 'TEMP', 'Temp', 'advisory', 'ADVISORY'].map((word) 
  * Whether the query text in [start, end) may create state that pins a session to its
  * backend without a telling command tag: a temporary table made by CREATE TEMP TABLE AS
  * or SELECT INTO TEMP (tag SELECT), or a session advisory lock taken in a SELECT. A
- * cheap trigger for asking Postgres, not proof.
+ * cheap trigger for asking Postgres, not proof. True also for a U&"…" name (see
+ * spellsNames) and for a text that lexes two ways (see lexesTwoWays).
  */
 export function mayPin(sql: Buffer, start = 0, end = sql.length): boolean {
-  for (const needle of PIN_NEEDLES) {
-    const at = sql.indexOf(needle, start)
-    if (at >= 0 && at < end) return true
-  }
-  return false
+  return (
+    mentionsAny(sql, PIN_NEEDLES, start, end) || spellsNames(sql, start, end) || lexesTwoWays(sql, start, end)
+  )
 }
 
 const SEQUENCE_FUNCTIONS = ['nextval', 'currval', 'lastval', 'setval']
@@ -474,9 +516,13 @@ const SEQUENCE_FUNCTIONS = ['nextval', 'currval', 'lastval', 'setval']
 /**
  * Whether the query text in [start, end) may call nextval, currval, lastval or setval by
  * name: sequence state a session keeps in its backend (currval, lastval) and Postgres
- * cannot report. Case-insensitive; a match inside a string literal counts too.
+ * cannot report. Case-insensitive; a match inside a string literal counts too, and so
+ * does a U&"…" name (see spellsNames). A text that lexes two ways does not answer true
+ * for that alone: the search reads raw bytes, which lexing does not change, and a true
+ * pins the session until DISCARD.
  */
 export function mentionsSequenceFunction(sql: Buffer, start = 0, end = sql.length): boolean {
+  if (spellsNames(sql, start, end)) return true
   let at = start
   while (at < end) {
     // Every name ends in "val"; look for that, then at the letters before it.
@@ -501,12 +547,21 @@ const VAL_NEEDLES = ['val', 'VAL', 'Val'].map((word) => Buffer.from(word))
  * The custom (dotted) setting names that the query text in [start, end) SETs or RESETs
  * or passes to set_config as a literal, lower-cased. Postgres lists placeholder settings
  * such as `myapp.tenant` nowhere (not in pg_settings, not in SHOW ALL), so the session
- * remembers the names it used and asks for them by name.
+ * remembers the names it used and asks for them by name. A text that lexes two ways
+ * (a plain string holds a backslash) answers the names of both readings.
  */
 export function customSettingNames(sql: Buffer, start = 0, end = sql.length): string[] {
-  const names: string[] = []
+  // Without a dot no name is dotted, unless an escape spells the dot (E'a\x2eb').
   const dot = sql.indexOf(0x2e, start)
-  if (dot < 0 || dot >= end) return names
+  if ((dot < 0 || dot >= end) && !hasBackslash(sql, start, end)) return []
+  const names = settingNamesIn(sql, start, end, REFUSE)
+  if (names !== null) return names
+  return union(settingNamesIn(sql, start, end, ORDINARY), settingNamesIn(sql, start, end, ESCAPES))
+}
+
+/** customSettingNames with plain strings lexed by `plain`; null when REFUSE meets a backslash. */
+function settingNamesIn(sql: Buffer, start: number, end: number, plain: Backslash): string[] | null {
+  const names: string[] = []
   /** The previous token was SET or RESET, or SESSION/LOCAL right after one. */
   let afterSet = false
   /** 1: the previous token was set_config; 2: its "(" followed. */
@@ -518,8 +573,10 @@ export function customSettingNames(sql: Buffer, start = 0, end = sql.length): st
     const byte = sql[i]
     if (byte === 0) break
     if ((byte === 0x45 || byte === 0x65) && sql[i + 1] === 0x27) {
-      i = skipQuoted(sql, i + 1, end, 0x27, true)
-      if (i < 0) break
+      const close = skipQuoted(sql, i + 1, end, 0x27, ESCAPES)
+      if (close < 0) break
+      if (setConfig === 2) noteDotted(names, literalValue(sql, i + 2, close - 1, true))
+      i = close
       afterSet = false
       setConfig = 0
       continue
@@ -542,15 +599,10 @@ export function customSettingNames(sql: Buffer, start = 0, end = sql.length): st
       continue
     }
     if (byte === 0x27) {
-      const close = skipQuoted(sql, i, end, 0x27, false)
+      const close = skipQuoted(sql, i, end, 0x27, plain)
+      if (close === AMBIGUOUS) return null
       if (close < 0) break
-      if (setConfig === 2) {
-        const literal = sql
-          .toString('utf8', i + 1, close - 1)
-          .replaceAll("''", "'")
-          .toLowerCase()
-        if (literal.includes('.')) names.push(literal)
-      }
+      if (setConfig === 2) noteDotted(names, literalValue(sql, i + 1, close - 1, plain === ESCAPES))
       setConfig = 0
       i = close
       continue
@@ -566,12 +618,71 @@ export function customSettingNames(sql: Buffer, start = 0, end = sql.length): st
   return names
 }
 
+function noteDotted(names: string[], literal: string): void {
+  const name = literal.toLowerCase()
+  if (name.includes('.')) names.push(name)
+}
+
+/**
+ * The value of the string literal whose text (between its quotes) is [from, to): ''
+ * is a quote; with `escapes`, backslash escapes as Postgres reads them in E'…' (\n,
+ * \x41, \101, \u0041, \U00000041, any other character stands for itself).
+ */
+function literalValue(sql: Buffer, from: number, to: number, escapes: boolean): string {
+  if (!escapes) return sql.toString('utf8', from, to).replaceAll("''", "'")
+  const bytes: number[] = []
+  let i = from
+  while (i < to) {
+    const byte = sql[i++]
+    if (byte === 0x27) i++ // the second quote of ''
+    if (byte !== 0x5c || i >= to) {
+      bytes.push(byte)
+      continue
+    }
+    const next = sql[i++]
+    const simple = SIMPLE_ESCAPES[next]
+    if (simple !== undefined) bytes.push(simple)
+    else if (next === 0x78 || next === 0x75 || next === 0x55) {
+      // \xh[h] is a byte; \uXXXX and \UXXXXXXXX are code points.
+      const max = next === 0x78 ? 2 : next === 0x75 ? 4 : 8
+      let j = i
+      while (j < to && j < i + max && isHexDigit(sql[j])) j++
+      if (j === i || (next !== 0x78 && j !== i + max)) bytes.push(next)
+      else {
+        const value = Number.parseInt(sql.toString('latin1', i, j), 16)
+        if (next === 0x78) bytes.push(value)
+        else if (value <= 0x10ffff) bytes.push(...Buffer.from(String.fromCodePoint(value)))
+        i = j
+      }
+    } else if (next >= 0x30 && next <= 0x37) {
+      let value = next - 0x30
+      for (let k = 0; k < 2 && i < to && sql[i] >= 0x30 && sql[i] <= 0x37; k++)
+        value = value * 8 + sql[i++] - 0x30
+      bytes.push(value & 0xff)
+    } else bytes.push(next)
+  }
+  return Buffer.from(bytes).toString('utf8')
+}
+
+/** \b \f \n \r \t in E'…', by the letter's byte. */
+const SIMPLE_ESCAPES: Partial<Record<number, number>> = {
+  98: 0x08,
+  102: 0x0c,
+  110: 0x0a,
+  114: 0x0d,
+  116: 0x09,
+}
+
+function isHexDigit(byte: number): boolean {
+  return (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x46) || (byte >= 0x61 && byte <= 0x66)
+}
+
 /** A name such as `a`, `"A b".c` or `a.b.c` starting at `i`, lower-cased; null if a quote is unterminated. */
 function readQualifiedName(sql: Buffer, i: number, end: number): { text: string; end: number } | null {
   const parts: string[] = []
   for (;;) {
     if (sql[i] === 0x22) {
-      const close = skipQuoted(sql, i, end, 0x22, false)
+      const close = skipQuoted(sql, i, end, 0x22, ORDINARY)
       if (close < 0) return null
       parts.push(
         sql
@@ -617,7 +728,7 @@ export function parseListen(sql: Buffer, start = 0, end = sql.length): ListenSta
     if (i < 0 || i >= end) return null
     let channel: string | null
     if (sql[i] === 0x22) {
-      const close = skipQuoted(sql, i, end, 0x22, false)
+      const close = skipQuoted(sql, i, end, 0x22, ORDINARY)
       if (close < 0) return null
       channel = sql.toString('utf8', i + 1, close - 1).replaceAll('""', '"')
       i = close
@@ -706,6 +817,36 @@ export function mentionsExecute(sql: Buffer, start = 0, end = sql.length): boole
   return mentionsAny(sql, EXECUTE_NEEDLES, start, end)
 }
 
+const UNICODE_NAME_NEEDLES = ['U&"', 'u&"'].map((word) => Buffer.from(word))
+
+/**
+ * Whether the text in [start, end) holds a U&"…" name, whose escapes can spell any
+ * function (U&"nextv\0061l") that a search of the raw bytes would miss.
+ */
+function spellsNames(sql: Buffer, start: number, end: number): boolean {
+  return mentionsAny(sql, UNICODE_NAME_NEEDLES, start, end)
+}
+
+function hasBackslash(sql: Buffer, start: number, end: number): boolean {
+  const at = sql.indexOf(0x5c, start)
+  return at >= 0 && at < end
+}
+
+/**
+ * Whether a plain string in [start, end) holds a backslash, so that Postgres reads the
+ * text one way under standard_conforming_strings = on and another under off: what is
+ * quoted one way may be a statement the other way. Only texts with a backslash pay
+ * for the lexing.
+ */
+function lexesTwoWays(sql: Buffer, start: number, end: number): boolean {
+  return hasBackslash(sql, start, end) && callsIn(sql, start, end, REFUSE) === null
+}
+
+/** The names of both lists, each once, in first-seen order. */
+function union(a: readonly string[] | null, b: readonly string[] | null): string[] {
+  return [...new Set([...(a ?? []), ...(b ?? [])])]
+}
+
 function mentionsAny(sql: Buffer, needles: readonly Buffer[], start: number, end: number): boolean {
   for (const needle of needles) {
     const at = sql.indexOf(needle, start)
@@ -728,7 +869,7 @@ function readName(
   end: number,
 ): { text: string; end: number; quoted: boolean } | null {
   if (sql[i] === 0x22) {
-    const close = skipQuoted(sql, i, end, 0x22, false)
+    const close = skipQuoted(sql, i, end, 0x22, ORDINARY)
     if (close < 0 || close === i + 2) return null
     return { text: sql.toString('utf8', i + 1, close - 1).replaceAll('""', '"'), end: close, quoted: true }
   }
@@ -757,8 +898,9 @@ function statementEnd(sql: Buffer, i: number, end: number): number {
       return rest < 0 || (rest < end && sql[rest] !== 0) ? -1 : i
     }
     if (byte === 0x27 || byte === 0x22) {
-      const backslashes = byte === 0x27 && i > 0 && (sql[i - 1] === 0x45 || sql[i - 1] === 0x65)
-      i = skipQuoted(sql, i, end, byte, backslashes)
+      const escapes = byte === 0x27 && i > 0 && (sql[i - 1] === 0x45 || sql[i - 1] === 0x65)
+      // A plain string with a backslash reads two ways: not recognised (AMBIGUOUS < 0).
+      i = skipQuoted(sql, i, end, byte, byte === 0x22 ? ORDINARY : escapes ? ESCAPES : REFUSE)
       if (i < 0) return -1
     } else if (byte === 0x24 && !(sql[i + 1] >= 0x30 && sql[i + 1] <= 0x39) && !isIdentChar(sql[i - 1])) {
       const close = skipDollarQuoted(sql, i, end)
