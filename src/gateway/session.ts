@@ -26,6 +26,7 @@ import {
   frontend,
   InvalidMessageTypeError,
   isPipelineSafe,
+  keepsPipelinePromise,
   type ListenStatement,
   mayPin,
   mentionsExecute,
@@ -40,6 +41,7 @@ import {
   rewriteErrorFields,
   SqlState,
   TxStatus,
+  transactionExit,
   userCodeCalls,
 } from '../protocol/index.ts'
 import {
@@ -51,6 +53,7 @@ import {
   PIN_ROW,
   sessionProbe,
 } from './command-tags.ts'
+import { LostTransaction } from './lost-transaction.ts'
 import { type CanonicalStatement, readCString, replaceCString, type StatementRegistry } from './statements.ts'
 
 /** What a client message expects back, in order. */
@@ -216,18 +219,34 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
   private notifications: Buffer[] = []
   /** The backend is in COPY FROM STDIN and waits for this session's data. */
   private copyIn = false
-  /** Nothing has come back on the current lease yet. */
-  private awaitingFirstReply = false
   /**
-   * Client frames sent on the current lease before its first reply, kept so they can be
-   * sent again elsewhere if the backend turns out to have died before running them;
-   * null once that cannot be safe (a reply came, or a frame changed session state).
+   * Something of the client's was written on the current lease. Until then its messages
+   * may go to another backend if this one dies; after, never (it may have run them).
    */
-  private sentFrames: Buffer[] | null = null
-  /** The backend died before running anything of this lease's (see onBackendMessage). */
-  private retryable = false
+  private sentOnLease = false
   /** A FATAL error the backend sent before closing, reported once it has closed. */
   private backendFatal: PgError | null = null
+  /** The session's transaction block died with its backend (see LostTransaction). */
+  private lost: LostTransaction | null = null
+  /** The session probe is on the wire: what the session holds on its backend is unknown. */
+  private probing = false
+  /**
+   * Everything sent on this lease was pipeline-safe: it left no session state behind,
+   * so the backend needs no reset if the session leaves mid-request.
+   */
+  private leaseStateFree = true
+  /**
+   * A batch released early (see endBatch) showed it was not what it promised (a
+   * command that changes session state, or a transaction left open): the backend is
+   * closed rather than handed on, and this session, whose state went with it, too.
+   */
+  private brokenPromise = false
+  /**
+   * The batch in flight is a simple Query that ends the open transaction block (COMMIT,
+   * ROLLBACK, PREPARE TRANSACTION): if the backend dies under it, the block is over
+   * either way, and what became of it is unknown (see onBackendClosed).
+   */
+  private exitInFlight = false
 
   constructor(client: net.Socket, ctx: SessionContext, processId: number, secretKey: number) {
     this.client = client
@@ -274,6 +293,10 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     if (this.pinnedIdleTimer !== null) {
       clearTimeout(this.pinnedIdleTimer)
       this.pinnedIdleTimer = null
+    }
+    if (this.lost !== null) {
+      this.answerLost(type, frame)
+      return
     }
     if (this.lease !== null && !this.draining) {
       this.handleClientMessage(type, frame)
@@ -384,7 +407,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     if (this.closed) return
     this.notifications.push(frame)
     // As in Postgres, only between transactions: now if idle, else when the transaction ends.
-    if (this.lease === null && !this.waiting) this.deliverNotifications()
+    if (this.lease === null && !this.waiting && this.lost === null) this.deliverNotifications()
   }
 
   private deliverNotifications(): void {
@@ -419,12 +442,12 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     }
     this.lease = lease
     this.unnamedHere = false
-    this.awaitingFirstReply = true
-    this.sentFrames = []
-    this.retryable = false
+    this.sentOnLease = false
+    this.leaseStateFree = true
+    this.brokenPromise = false
     this.backendFatal = null
     lease.attach(this)
-    // Attaching to a backend that just died reports it at once (and may retry elsewhere).
+    // Attaching to a backend that just died reports it at once (and asks for another).
     if (this.lease !== lease) return
     this.sendPending()
   }
@@ -471,11 +494,6 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
   }
 
   private handleClientMessage(type: number, frame: Buffer): void {
-    if (this.sentFrames !== null) {
-      // Named Parse and Close change the session's statement names: not replayable.
-      if ((type === Frontend.Parse && frame[5] !== 0) || type === Frontend.Close) this.sentFrames = null
-      else this.sentFrames.push(frame)
-    }
     if (this.skipUntilSync) {
       if (type === Frontend.Sync) {
         this.skipUntilSync = false
@@ -576,9 +594,14 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     this.expect(kind, Action.Forward, null, statement, clientName, rename)
     this.unsynced = false
     this.syncPoints++
+    this.exitInFlight =
+      this.txStatus !== TxStatus.Idle &&
+      frame[0] === Frontend.Query &&
+      transactionExit(frame, 5, frame.length - 1) !== null
     this.toBackend.push(frame)
     const safe = this.batchSafe
     this.batchSafe = true
+    this.leaseStateFree &&= safe && this.ctx.pipelining
     if (
       safe &&
       this.ctx.pipelining &&
@@ -938,6 +961,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
   private sendToBackend(data: Buffer): void {
     const lease = this.lease
     assert(lease !== null, 'backend bytes without a lease')
+    this.sentOnLease = true
     if (!lease.send(data)) {
       this.client.pause()
       lease.onDrain(() => {
@@ -949,21 +973,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
   // ---- backend → client ----
 
   onBackendMessage(type: number, frame: Buffer): void {
-    if (this.awaitingFirstReply) {
-      this.awaitingFirstReply = false
-      // A FATAL from operator intervention (57P01 admin_shutdown and its class) before
-      // anything else means the backend died before running our requests, or aborted
-      // them uncommitted: an idle session's requests can go to another backend.
-      if (type === Backend.ErrorResponse && this.sentFrames !== null && this.txStatus === TxStatus.Idle) {
-        const error = errorFromFrame(frame)
-        if (error.severity === 'FATAL' && error.code.startsWith('57')) {
-          this.retryable = true
-          this.backendFatal = error
-          return
-        }
-      }
-      this.sentFrames = null
-    }
+    if (this.draining && !this.probing && !keepsPipelinePromise(type, frame)) this.brokenPromise = true
     const head = this.replies.peek()
     const forward = forwards(head)
     switch (type) {
@@ -983,9 +993,8 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         if (this.draining) {
           // Released early: the lease ends with the reply to the promised batch.
           if (this.syncPoints === 0) {
-            if (this.txStatus !== TxStatus.Idle)
-              this.ctx.log.error({ session: this.id }, 'a pipelined batch did not end idle')
-            this.releaseLease()
+            if (this.brokenPromise) this.promiseBroken()
+            else this.releaseLease()
           }
         } else if (
           this.replies.length === 0 &&
@@ -1096,69 +1105,160 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     this.flushClient()
   }
 
-  onBackendClosed(error: Error, unserved: boolean): void {
-    if (this.lease === null) return
+  onBackendClosed(error: Error, _unserved: boolean): void {
+    const lease = this.lease
+    if (lease === null) return
     this.lease = null
-    this.sequenceState = false
+    this.pausedLease = null
     // A client paused until the backend drained would wait for a drain that never comes.
     if (this.client.isPaused() && this.pendingBytes <= MAX_PENDING_BYTES) this.client.resume()
-    if (this.pinned) {
-      // What pinned the session (temporary tables, locks, cursors) died with the backend.
-      this.pinned = false
-      this.fatal(new PgError(SqlState.ConnectionFailure, `server connection lost: ${error.message}`))
-      return
-    }
-    this.pausedLease = null
-    this.draining = false
-    this.syncPoints = 0
-    this.copyIn = false
-    // Our bytes could not be written (the peer had closed: EPIPE) or were left unread
-    // (ECONNRESET) before any reply: the backend never ran them.
-    const code = (error as NodeJS.ErrnoException).code
-    if (this.awaitingFirstReply && (code === 'EPIPE' || code === 'ECONNRESET')) unserved = true
-    this.awaitingFirstReply = false
-    if (this.replies.length === 0 && !this.unsynced) {
-      // Lost between the client's requests (during the probe after them): nothing of
-      // the client's was outstanding, so there is nothing to report.
-      this.sentFrames = null
-      this.backendFatal = null
+    const cause =
+      this.backendFatal ?? new PgError(SqlState.ConnectionFailure, `server connection lost: ${error.message}`)
+    this.backendFatal = null
+    if (!this.sentOnLease) {
+      // Nothing of the client's reached this backend (it died as the lease began): its
+      // messages go to another one, the only replay that can never run anything twice.
+      this.draining = false
       if (this.pending.length > 0) this.requestLease()
       return
     }
-    let syncPoints = 0
-    for (let reply = this.replies.shift(); reply !== undefined; reply = this.replies.shift()) {
-      if (reply.kind === Kind.Sync || reply.kind === Kind.Query) syncPoints++
-    }
-    const replay = this.sentFrames
-    this.sentFrames = null
-    if (replay !== null && (this.retryable || unserved)) {
-      // Nothing ran: send the same requests again on another backend.
-      this.ctx.log.info(
-        { session: this.id, reason: error.message },
-        'backend lost before it ran anything; retrying',
-      )
-      this.unsynced = false
-      this.skipUntilSync = false
-      this.backendFatal = null
-      this.pending = replay.concat(this.pending)
-      this.requestLease()
+    const stateLost = this.pinned || this.copyIn || this.probing || this.syncPoints > 1
+    this.sequenceState = false
+    this.pinned = false
+    this.draining = false
+    this.probing = false
+    this.copyIn = false
+    if (stateLost) {
+      // What lived only on that backend (temporary tables, locks, cursors, a COPY, what
+      // the probe was to find out, several batches whose outcome is unknown) died with
+      // it: as Postgres would, the connection ends.
+      this.fatal(new PgError(SqlState.ConnectionFailure, cause.message))
       return
     }
-    const cause = this.backendFatal
-    this.backendFatal = null
-    const sqlState = cause?.code ?? SqlState.ConnectionFailure
-    const message = cause?.message ?? `server connection lost: ${error.message}`
-    if (this.txStatus !== TxStatus.Idle || syncPoints > 1) {
-      // The transaction or several pipelined batches are gone: only a new connection is honest.
-      this.fatal(new PgError(sqlState, message))
-      return
-    }
-    this.toClient.push(errorResponse('ERROR', sqlState, message))
-    if (syncPoints === 1) this.toClient.push(readyForQuery[TxStatus.Idle])
-    else this.skipUntilSync = true
+    const inFlight = this.replies.length > 0 || this.unsynced
+    const batchEnded = this.syncPoints === 1
+    this.replies.clear()
+    this.syncPoints = 0
     this.unsynced = false
+    if (this.txStatus !== TxStatus.Idle && inFlight && batchEnded && this.exitInFlight) {
+      // The client was ending the block: it is over, committed or not. Postgres's own
+      // client would see the connection break here; this one gets the error and an idle
+      // session, never the success tag it cannot know.
+      this.txStatus = TxStatus.Idle
+      this.toClient.push(
+        errorResponse(
+          'ERROR',
+          cause.code,
+          cause.message,
+          'The server connection was lost while the transaction was being ended: whether it committed is unknown.',
+        ),
+      )
+      this.toClient.push(readyForQuery[TxStatus.Idle])
+      this.flushClient()
+      if (this.pending.length > 0) this.requestLease()
+      return
+    }
+    if (this.txStatus !== TxStatus.Idle) {
+      // The transaction block is gone, rolled back with its backend: the client is told
+      // (now if a statement was in flight, else at its next one) and the block stays
+      // aborted until it ends it, whatever else arrives meanwhile (rule 2, "Faults").
+      if (inFlight) this.toClient.push(LostTransaction.lossError(cause))
+      this.loseTransaction(cause, inFlight, inFlight && !batchEnded)
+      if (inFlight && batchEnded) this.toClient.push(readyForQuery[TxStatus.Failed])
+      this.flushClient()
+      const pending = this.pending
+      this.pending = []
+      this.pendingBytes = 0
+      for (const frame of pending) this.onMessage(frame[0], frame)
+      return
+    }
+    if (!inFlight) {
+      // Lost between the client's requests: nothing of the client's was outstanding.
+      if (this.pending.length > 0) this.requestLease()
+      return
+    }
+    // An autocommit statement was in flight: it may or may not have run; it is never
+    // sent again (rule 1), the client gets the error and the session goes on.
+    this.toClient.push(errorResponse('ERROR', cause.code, cause.message, cause.detail, cause.hint))
+    if (batchEnded) this.toClient.push(readyForQuery[TxStatus.Idle])
+    else this.skipUntilSync = true
     this.flushClient()
     if (this.pending.length > 0) this.requestLease()
+  }
+
+  /** Enters the lost-transaction state: answered here until the client ends the block. */
+  private loseTransaction(cause: PgError, reported: boolean, skipping: boolean): void {
+    this.txStatus = TxStatus.Failed
+    this.lost = new LostTransaction(
+      {
+        reply: (frame) => this.toClient.push(frame),
+        nameStatement: (name, body) => {
+          if (this.statements.has(name)) {
+            return errorResponse(
+              'ERROR',
+              SqlState.DuplicatePreparedStatement,
+              `prepared statement "${name}" already exists`,
+            )
+          }
+          this.statements.set(name, this.ctx.statements.intern(body))
+          return null
+        },
+        statementText: (name) => {
+          const parse = this.statements.get(name)?.parse
+          if (parse === undefined) return undefined
+          if (parse === null) return Buffer.alloc(0)
+          const textStart = parse.indexOf(0, 5) + 1
+          return parse.subarray(textStart, parse.indexOf(0, textStart))
+        },
+        forgetStatement: (name) => this.forgetStatement(name),
+        ended: (skipUntilSync) => {
+          this.lost = null
+          this.txStatus = TxStatus.Idle
+          this.skipUntilSync = skipUntilSync
+        },
+        runRest: (query) => this.onMessage(Frontend.Query, query),
+        terminate: () => this.close('client terminated'),
+      },
+      cause,
+      reported,
+      skipping,
+    )
+  }
+
+  /** A client message while the transaction block is lost. */
+  private answerLost(type: number, frame: Buffer): void {
+    let understood = false
+    try {
+      understood = this.lost!.onMessage(type, frame)
+    } catch (error) {
+      if (!(error instanceof RangeError)) throw error
+    }
+    if (!understood) {
+      this.fatal(new PgError(SqlState.ProtocolViolation, `invalid frontend message type ${type}`))
+      return
+    }
+    this.flushClient()
+    if (this.lost === null) this.deliverNotifications()
+  }
+
+  /**
+   * The batch released early was not what the lexer judged it (see brokenPromise): the
+   * backend may hold this session's state or its open transaction, so it is closed (the
+   * leases queued behind get an error, never its state), and so is this session.
+   */
+  private promiseBroken(): void {
+    const lease = this.lease!
+    this.lease = null
+    this.draining = false
+    this.pausedLease = null
+    this.ctx.log.error({ session: this.id }, 'a pipelined batch changed session state; closing its backend')
+    lease.discard('a pipelined batch changed session state')
+    this.fatal(
+      new PgError(
+        SqlState.ConnectionFailure,
+        'server connection closed: a statement changed session state where none was expected',
+      ),
+    )
   }
 
   /** The head reply is complete: drop it and send any made-up replies now due. */
@@ -1266,12 +1366,14 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     this.settingsDirty = false
     this.pinsDirty = false
     this.draining = true
+    this.probing = true
     this.flushClient()
     const probe = sessionProbe(this.ctx.user, this.customSettingNames, this.calledFunctions)
     this.calledFunctions.clear()
     lease.query(probe).then(
       ({ rows, error }) => {
         if (this.lease !== lease) return
+        this.probing = false
         if (error !== null) {
           // Unknown state: the backend may hold anything, so it is not shared again.
           this.ctx.log.warn({ session: this.id, err: error.message }, 'session probe failed')
@@ -1384,12 +1486,20 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
       // as Postgres would have run it; the replies below account for it.
       const unsent = this.toBackend.take()
       if (unsent !== null) lease.send(unsent)
-      if (this.pinned) {
+      // Paused for this client's full socket: the probe's reply or the replies the pool
+      // swallows must still be read.
+      if (this.pausedLease === lease) lease.resume()
+      this.pausedLease = null
+      // A backend goes back only in a known state (rule 4, "Faults"): what the session
+      // sent since the last probe may have left settings, a role, locks or temporary
+      // tables there, unless every statement was one the lexer proved harmless.
+      const reset = this.probing || !(this.ctx.pipelining && this.leaseStateFree && this.batchSafe)
+      if (this.pinned || this.brokenPromise) {
         // Its temporary tables, locks or cursors must not reach another session.
         lease.discard(`pinned session ended: ${reason}`)
       } else if (this.replies.length === 0) {
-        if (this.txStatus === TxStatus.Idle && !this.unsynced) lease.release()
-        else lease.releaseDirty(this.unsynced)
+        if (this.txStatus === TxStatus.Idle && !this.unsynced && !this.probing) lease.release()
+        else lease.releaseDirty(this.unsynced, reset)
       } else if (this.copyIn || this.syncPoints === 0) {
         // Postgres waits for COPY data or a Sync that will never come.
         lease.discard(`client went away mid-request: ${reason}`)
@@ -1397,7 +1507,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
         // A statement is being prepared there and counted as present before its reply:
         // with no one left to see a failure, the backend's record could lie.
         lease.discard(`client went away while a statement was being prepared: ${reason}`)
-      } else lease.abandon(this.syncPoints, this.unsynced)
+      } else lease.abandon(this.syncPoints, this.unsynced, reset)
     }
     if (!this.client.destroyed) this.client.destroySoon()
     this.ctx.onClose(this)

@@ -750,19 +750,21 @@ class RemoteLease extends RemoteBackend implements Lease {
     this.control(Kind.ReleaseEarly, payload)
   }
 
-  abandon(syncPoints: number, unsynced: boolean): void {
-    if (this.queries.deferred(() => this.abandon(syncPoints, unsynced))) return
+  abandon(syncPoints: number, unsynced: boolean, reset: boolean): void {
+    if (this.queries.deferred(() => this.abandon(syncPoints, unsynced, reset))) return
     if (!this.end()) return
-    const payload = Buffer.allocUnsafe(9)
+    const payload = Buffer.allocUnsafe(10)
     payload.writeUInt32BE(syncPoints, 0)
     payload.writeUInt32BE(this.delivered >>> 0, 4)
     payload[8] = unsynced ? 1 : 0
+    payload[9] = reset ? 1 : 0
     this.link.writer.control(Kind.Abandon, this.stream, payload)
   }
 
-  releaseDirty(unsynced: boolean): void {
-    if (this.queries.deferred(() => this.releaseDirty(unsynced))) return
-    if (this.end()) this.link.writer.control(Kind.ReleaseDirty, this.stream, Buffer.from([unsynced ? 1 : 0]))
+  releaseDirty(unsynced: boolean, reset: boolean): void {
+    if (this.queries.deferred(() => this.releaseDirty(unsynced, reset))) return
+    if (this.end())
+      this.link.writer.control(Kind.ReleaseDirty, this.stream, Buffer.from([unsynced ? 1 : 0, reset ? 1 : 0]))
   }
 
   discard(reason: string): void {

@@ -9,7 +9,7 @@ import type {
   NotificationListener,
   Pooler,
 } from '../pooler/index.ts'
-import { Backend, PgError, SqlState, TxStatus } from '../protocol/index.ts'
+import { Backend, keepsPipelinePromise, PgError, SqlState, TxStatus } from '../protocol/index.ts'
 import { toLinkError } from './errors.ts'
 import {
   describeAddress,
@@ -333,6 +333,13 @@ class LinkLease implements LeaseRequest, BackendReceiver {
   private lastStatus: number = TxStatus.Idle
   /** After Kind.ReleaseEarly: ReadyForQuery messages until the pooler ends the lease itself. */
   private releaseAfter = 0
+  /**
+   * Whether the replies since the last ReadyForQuery, and those up to the last one, were
+   * what a batch released early promises (see keepsPipelinePromise): checked on every
+   * batch, since the promise may arrive after its replies were forwarded.
+   */
+  private batchKeptPromise = true
+  private lastBatchKeptPromise = true
   readonly flow = { full: false, live: () => this.state === 'leased' }
   readonly gate = new ReadGate()
 
@@ -368,12 +375,15 @@ class LinkLease implements LeaseRequest, BackendReceiver {
 
   onBackendMessage(type: number, frame: Buffer): void {
     if (this.state !== 'leased') return
+    if (!keepsPipelinePromise(type, frame)) this.batchKeptPromise = false
     if (type !== Backend.ReadyForQuery) {
       this.peer.writer.data(this.stream, frame)
       return
     }
     this.readyForwarded++
     this.lastStatus = frame[5]
+    this.lastBatchKeptPromise = this.batchKeptPromise
+    this.batchKeptPromise = true
     this.peer.writer.data(this.stream, frame)
     // The promised batch is answered: whatever the backend sends next is for the lease
     // queued behind (if any), so the lease ends now, not when the gateway says so.
@@ -384,9 +394,10 @@ class LinkLease implements LeaseRequest, BackendReceiver {
   private endEarly(): void {
     const lease = this.lease!
     this.done()
-    // A promise broken (the batch left a transaction open) must not reach the next session.
-    if (this.lastStatus === TxStatus.Idle) lease.release()
-    else lease.releaseDirty(false)
+    // A promise broken (the batch changed session state or left a transaction open)
+    // must not reach the leases queued behind it, nor anyone after.
+    if (!this.lastBatchKeptPromise) lease.discard('a pipelined batch changed session state')
+    else lease.release()
   }
 
   onBackendMessagePart(_type: number, piece: Buffer): void {
@@ -442,18 +453,19 @@ class LinkLease implements LeaseRequest, BackendReceiver {
         return
       case Kind.ReleaseDirty:
         this.done()
-        lease.releaseDirty(payload[0] === 1)
+        lease.releaseDirty(payload[0] === 1, payload[1] === 1)
         return
       case Kind.Abandon: {
         this.done()
         const syncPoints = payload.readUInt32BE(0)
         const delivered = payload.readUInt32BE(4)
         const unsynced = payload[8] === 1
+        const reset = payload[9] === 1
         // Replies already on their way to the gateway answered some of its sync points.
         const remaining = syncPoints - (this.readyForwarded - delivered)
-        if (remaining > 0) lease.abandon(remaining, unsynced)
-        else if (this.lastStatus === TxStatus.Idle && !unsynced) lease.release()
-        else lease.releaseDirty(unsynced)
+        if (remaining > 0) lease.abandon(remaining, unsynced, reset)
+        else if (this.lastStatus === TxStatus.Idle && !unsynced && !reset) lease.release()
+        else lease.releaseDirty(unsynced, reset)
         return
       }
       case Kind.Discard:

@@ -36,6 +36,14 @@ export class FixedQueue<T> {
     return undefined
   }
 
+  /** Drops every item. */
+  clear(): void {
+    this.items.fill(undefined)
+    this.head = 0
+    this.tail = 0
+    this.count = 0
+  }
+
   /** The oldest live item, left in place. */
   peek(): T | undefined {
     while (this.head < this.tail) {

@@ -95,6 +95,15 @@ export class BackendConn implements FrameHandler {
   readonly queued: QueuedLease[] = []
   /** Its session keeps it between transactions (statistics only). */
   pinned = false
+  /**
+   * CancelRequests sent for it that the server has not yet acted on: until they have,
+   * it goes to no other session, whose statement the signal would cancel.
+   */
+  cancelsInFlight = 0
+  /** A cancel may still arrive at any time (it timed out): never reused. */
+  cancelUndelivered = false
+  /** Runs once the last cancel in flight is done (a return to the pool put off). */
+  afterCancels: (() => void) | null = null
   /** The server this connection went to (a cancel goes there too). */
   readonly endpoint: Endpoint
   /** When it was last granted or last finished a batch (performance.now()). */
@@ -268,20 +277,32 @@ export class BackendHandle {
   }
 }
 
-/** Asks the server to cancel what `conn` runs now, on a connection of its own. */
+/**
+ * Asks the server to cancel what `conn` runs now, on a connection of its own.
+ * `onDone(delivered)` follows once the server closed that connection, which the
+ * postmaster does only after it signalled the backend (processCancelRequest), or once
+ * the request failed or timed out (then the signal may still come, later).
+ */
 export function sendCancel(
   endpoint: Endpoint,
   conn: BackendConn,
   timeoutMs: number,
   onError: (error: Error) => void,
+  onDone: (delivered: boolean) => void = () => {},
 ): void {
   const { socketDir, host, port } = endpoint
   const socket = socketDir
     ? net.connect(`${socketDir}/.s.PGSQL.${port}`)
     : net.connect({ host: host ?? '127.0.0.1', port })
+  let delivered = false
   socket.once('connect', () => socket.end(frontend.cancelRequest(conn.processId, conn.secretKey)))
+  socket.once('end', () => {
+    delivered = true
+  })
   socket.on('error', onError)
+  socket.once('close', () => onDone(delivered))
   socket.setTimeout(timeoutMs, () => socket.destroy())
+  socket.resume()
 }
 
 /** Turns an ErrorResponse frame from the server into a PgError with its fields. */

@@ -39,15 +39,18 @@ export interface Lease {
   releaseEarly(syncPoints: number): void
   /**
    * The session went away with `syncPoints` Syncs or Queries still unanswered: their
-   * replies are swallowed, then the backend is released (or rolled back when the last
-   * status is not idle or `unsynced` messages followed the last Sync).
+   * replies are swallowed, then the backend is released, or reset as by
+   * {@link releaseDirty} when the last status is not idle, `unsynced` messages followed
+   * the last Sync, or `reset` says the session may have left state on it.
    */
-  abandon(syncPoints: number, unsynced: boolean): void
+  abandon(syncPoints: number, unsynced: boolean, reset: boolean): void
   /**
    * Returns a backend the session left in an unknown state: the pool rolls it back
-   * (after a Sync when `unsynced`) and reuses it only if it reaches idle, else closes it.
+   * (after a Sync when `unsynced`), with `reset` also runs DISCARD ALL (settings, role,
+   * locks, temporary tables, cursors, prepared statements and sequence state all go),
+   * and reuses it only if it reaches idle, else closes it.
    */
-  releaseDirty(unsynced: boolean): void
+  releaseDirty(unsynced: boolean, reset: boolean): void
   /** Closes the backend instead of returning it. */
   discard(reason: string): void
   /** Sends a CancelRequest for whatever this backend is running now. */

@@ -171,10 +171,31 @@ export class Pool {
     return this.waiters.removeFirst((waiter) => waiter.request === request)
   }
 
-  /** Asks the server to cancel what `conn` runs now, on a connection of its own. */
+  /**
+   * Asks the server to cancel what `conn` runs now, on a connection of its own, for the
+   * lease at its head (rule 5, "Faults"). The signal lands whenever the server gets to
+   * it, so no other session may have a statement on this backend until then: none
+   * queued behind (the cancel is dropped if one already is), none granted meanwhile.
+   */
   cancelBackend(conn: BackendConn): void {
-    sendCancel(conn.endpoint, conn, this.options.connectTimeoutMs, (error) =>
-      this.log.warn({ err: error.message }, 'cancel request failed'),
+    if (conn.queued.length > 0) {
+      this.log.debug({ backend: conn.id }, 'cancel dropped: another session is queued on the backend')
+      return
+    }
+    this.pipelinable.delete(conn)
+    conn.cancelsInFlight++
+    sendCancel(
+      conn.endpoint,
+      conn,
+      this.options.connectTimeoutMs,
+      (error) => this.log.warn({ err: error.message }, 'cancel request failed'),
+      (delivered) => {
+        if (!delivered) conn.cancelUndelivered = true
+        if (--conn.cancelsInFlight > 0) return
+        const after = conn.afterCancels
+        conn.afterCancels = null
+        after?.()
+      },
     )
   }
 
@@ -288,6 +309,7 @@ export class Pool {
    */
   offerPipeline(conn: BackendConn): void {
     if (conn.state === 'closed' || conn.queued.length >= this.options.pipelineDepth) return
+    if (conn.cancelsInFlight > 0) return
     const waiter = this.waiters.peek()
     if (waiter !== undefined && waiter.request.settingsKey === conn.settingsKey) {
       this.waiters.shift()
@@ -313,6 +335,14 @@ export class Pool {
     conn.receiver = null
     this.pipelinable.delete(conn)
     if (conn.state === 'closed') return
+    if (conn.cancelsInFlight > 0) {
+      conn.afterCancels = () => this.giveBack(conn)
+      return
+    }
+    if (conn.cancelUndelivered) {
+      conn.destroy(new PgError(SqlState.AdminShutdown, 'a cancel request for it may still arrive'))
+      return
+    }
     conn.state = 'idle'
     const now = Date.now()
     conn.lastUsedAt = now
@@ -325,8 +355,12 @@ export class Pool {
     else this.idle.push(conn)
   }
 
-  /** Rolls back a backend its session left mid-transaction, then returns or closes it. */
-  reset(conn: BackendConn, unsynced: boolean): void {
+  /**
+   * Rolls back a backend its session left mid-transaction, and with `discardAll` clears
+   * every piece of session state from it, then returns it, or closes it if it does not
+   * end idle.
+   */
+  reset(conn: BackendConn, unsynced: boolean, discardAll: boolean): void {
     conn.receiver = null
     if (conn.state === 'closed') return
     if (conn.queued.length > 0) {
@@ -338,11 +372,18 @@ export class Pool {
       return
     }
     const sql = 'ROLLBACK'
-    const run = unsynced ? syncThenQuery(conn, sql) : simpleQuery(conn, sql)
+    const rollback = unsynced ? syncThenQuery(conn, sql) : simpleQuery(conn, sql)
+    // DISCARD ALL refuses to run in a transaction block: it goes once ROLLBACK ended it.
+    const run = discardAll
+      ? rollback.then((result) => (result.error === null ? discardAllState(conn) : result))
+      : rollback
     run.then(
       ({ status, error }) => {
         if (status === 0x49 && error === null) this.giveBack(conn)
-        else conn.destroy(new PgError(SqlState.InternalError, 'backend not idle after ROLLBACK'))
+        else
+          conn.destroy(
+            new PgError(SqlState.InternalError, `backend not idle after ${discardAll ? 'DISCARD ALL' : sql}`),
+          )
       },
       (error: Error) => conn.destroy(error),
     )
@@ -478,6 +519,20 @@ export class Pool {
   }
 }
 
+/**
+ * Runs DISCARD ALL and records what it did: the backend is back to its login's settings
+ * and holds no prepared statement (the custom names it ever had stay: placeholders
+ * survive even DISCARD ALL).
+ */
+async function discardAllState(conn: BackendConn): Promise<QueryResult> {
+  const result = await simpleQuery(conn, 'DISCARD ALL')
+  conn.settings = new Map()
+  conn.settingsKey = ''
+  conn.prepared.clear()
+  conn.preparedGeneration++
+  return result
+}
+
 /** Sends Sync (ending a half-sent extended-protocol batch) and then `sql`. */
 function syncThenQuery(conn: BackendConn, sql: string): Promise<QueryResult> {
   return new Promise((resolve, reject) => {
@@ -558,11 +613,11 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
     if (this.active) this.pool.offerPipeline(this.conn)
   }
 
-  abandon(syncPoints: number, unsynced: boolean): void {
-    if (this.queries.deferred(() => this.abandon(syncPoints, unsynced))) return
+  abandon(syncPoints: number, unsynced: boolean, reset: boolean): void {
+    if (this.queries.deferred(() => this.abandon(syncPoints, unsynced, reset))) return
     if (!this.active) return
     if (syncPoints === 0) {
-      if (unsynced) this.releaseDirty(true)
+      if (unsynced || reset) this.releaseDirty(unsynced, reset)
       else this.release()
       return
     }
@@ -575,8 +630,8 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
         if (type !== 0x5a) return
         status = frame[5]
         if (--remaining > 0) return
-        if (status === 0x49 && !unsynced) this.release()
-        else this.releaseDirty(unsynced)
+        if (status === 0x49 && !unsynced && !reset) this.release()
+        else this.releaseDirty(unsynced, reset)
       },
       onBackendMessagePart() {},
       onBackendFlush() {},
@@ -585,10 +640,10 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
     this.attach(sink)
   }
 
-  releaseDirty(unsynced: boolean): void {
-    if (this.queries.deferred(() => this.releaseDirty(unsynced))) return
+  releaseDirty(unsynced: boolean, reset: boolean): void {
+    if (this.queries.deferred(() => this.releaseDirty(unsynced, reset))) return
     if (!this.end()) return
-    this.pool.reset(this.conn, unsynced)
+    this.pool.reset(this.conn, unsynced, reset)
   }
 
   discard(reason: string): void {

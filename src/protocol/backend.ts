@@ -12,6 +12,10 @@ function codeOnly(type: number): Buffer {
 
 export const parseComplete = codeOnly(Backend.ParseComplete)
 export const closeComplete = codeOnly(Backend.CloseComplete)
+export const bindComplete = codeOnly(Backend.BindComplete)
+export const noData = codeOnly(Backend.NoData)
+/** ParameterDescription of a statement without parameters. */
+export const noParameters = Buffer.from([Backend.ParameterDescription, 0, 0, 0, 6, 0, 0])
 
 /** ReadyForQuery frames for each transaction status, keyed by the status byte. */
 export const readyForQuery: Record<number, Buffer> = {

@@ -4,6 +4,7 @@ export * from './errors.ts'
 export * from './framer.ts'
 export * as frontend from './frontend.ts'
 export * from './md5.ts'
+export { keepsPipelinePromise } from './pipeline-promise.ts'
 export * from './scram.ts'
 export {
   customSettingNames,
@@ -22,4 +23,5 @@ export {
 } from './sql-lexer.ts'
 export * from './sqlstate.ts'
 export * from './startup.ts'
+export { type ExitStatement, type TransactionExit, transactionExit } from './transaction-exit.ts'
 export * from './writer.ts'

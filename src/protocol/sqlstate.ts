@@ -18,6 +18,7 @@ export const SqlState = {
   IdleSessionTimeout: '57P05', // idle_session_timeout
   DuplicatePreparedStatement: '42P05', // duplicate_prepared_statement
   InvalidSqlStatementName: '26000', // invalid_sql_statement_name
+  InFailedSqlTransaction: '25P02', // in_failed_sql_transaction
   InternalError: 'XX000', // internal_error
 } as const
 

@@ -58,6 +58,11 @@ before(async () => {
     CREATE PROCEDURE replay_proc() LANGUAGE plpgsql AS $$
       BEGIN INSERT INTO replay_rows VALUES (1); COMMIT; PERFORM pg_sleep(30); END $$;
     CREATE TABLE lost_rows (id int);
+    -- A COMMIT that takes its time, so that the backend can die under it (B9).
+    CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$;
+    CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON lost_rows DEFERRABLE INITIALLY DEFERRED
+      FOR EACH ROW WHEN (NEW.id < -1000000) EXECUTE FUNCTION slow_commit();
     CREATE TABLE pipelined_rows (id int);
     CREATE SEQUENCE idle_seq;
   `)
@@ -207,6 +212,8 @@ function assertError(
 }
 
 const connectionClass = (code: string): boolean => code.startsWith('08')
+/** A lost connection as the issue's rule 2 words it: class 08, or 57P as the backend said before dying. */
+const lostConnection = (code: string): boolean => connectionClass(code) || code.startsWith('57P')
 const inFailedTransaction = (code: string): boolean => code === '25P02'
 const anyCode = (): boolean => true
 
@@ -319,8 +326,8 @@ describe('B. a transaction whose backend died is lost, and says so until it is e
       const { client, id } = await lostTransaction(target)
       assertError(
         await send(client, 'SELECT 1'),
-        connectionClass,
-        'class 08',
+        lostConnection,
+        'class 08 or 57P',
         'E',
         'first statement after the death',
       )
@@ -337,8 +344,8 @@ describe('B. a transaction whose backend died is lost, and says so until it is e
       const { client, id } = await lostTransaction(target)
       assertError(
         await send(client, 'SELECT 1'),
-        connectionClass,
-        'class 08',
+        lostConnection,
+        'class 08 or 57P',
         'E',
         'first statement after the death',
       )
@@ -358,8 +365,8 @@ describe('B. a transaction whose backend died is lost, and says so until it is e
       const { client, id } = await lostTransaction(target)
       assertError(
         await send(client, 'SELECT 1'),
-        connectionClass,
-        'class 08',
+        lostConnection,
+        'class 08 or 57P',
         'E',
         'first statement after the death',
       )
@@ -373,7 +380,7 @@ describe('B. a transaction whose backend died is lost, and says so until it is e
     await withTarget({ poolSize: 2 }, async (target) => {
       const { client, id } = await lostTransaction(target)
       const commit = await send(client, 'COMMIT')
-      assertError(commit, connectionClass, 'class 08', 'I', 'COMMIT right after the death')
+      assertError(commit, lostConnection, 'class 08 or 57P', 'I', 'COMMIT right after the death')
       assertRow(await send(client, 'SELECT 1'), '1', 'SELECT 1 after the failed COMMIT')
       await assertRowAbsent(id)
     })
@@ -388,7 +395,13 @@ describe('B. a transaction whose backend died is lost, and says so until it is e
       client.write(query('SELECT pg_sleep(30) /* lost-in-flight */'))
       await terminateBackend(direct, await runningBackend(direct, 'lost-in-flight'))
       const reply = await readReply(client, 5000)
-      assertError(reply, connectionClass, 'class 08', 'E', 'the statement running when the backend died')
+      assertError(
+        reply,
+        lostConnection,
+        'class 08 or 57P',
+        'E',
+        'the statement running when the backend died',
+      )
       await assertStillAborted(client)
       const rollback = await send(client, 'ROLLBACK')
       assertSucceeded(rollback, 'I', 'ROLLBACK')
@@ -399,11 +412,33 @@ describe('B. a transaction whose backend died is lost, and says so until it is e
     })
   })
 
+  test('B9: the backend dies under COMMIT: an error and an idle session, never COMMIT, never 25P02', async () => {
+    await withTarget({ poolSize: 2 }, async (target) => {
+      const id = -1000000 - ++nextId
+      const client = await target.raw()
+      assertSucceeded(await send(client, 'BEGIN'), 'T', 'BEGIN')
+      assertSucceeded(await send(client, `INSERT INTO lost_rows VALUES (${id})`), 'T', 'INSERT')
+      client.write(query('COMMIT /* commit-in-flight */'))
+      await terminateBackend(direct, await runningBackend(direct, 'commit-in-flight'))
+      const reply = await readReply(client, 5000)
+      assertError(reply, lostConnection, 'class 08 or 57P', 'I', 'the COMMIT running when the backend died')
+      assertRow(await send(client, 'SELECT 1'), '1', 'SELECT 1 after the failed COMMIT')
+      // Killed in its deferred trigger, before the commit record: rolled back.
+      await assertRowAbsent(id)
+    })
+  })
+
   test('B6: extended protocol in the lost block: 08, then 25P02 on Parse, ROLLBACK gives 1 2 C Z(I)', async () => {
     await withTarget({ poolSize: 2 }, async (target) => {
       const { client, id } = await lostTransaction(target)
       const first = await sendExtended(client, 'SELECT 1')
-      assertError(first, connectionClass, 'class 08', 'E', 'Parse/Bind/Execute/Sync right after the death')
+      assertError(
+        first,
+        lostConnection,
+        'class 08 or 57P',
+        'E',
+        'Parse/Bind/Execute/Sync right after the death',
+      )
       const select = await sendExtended(client, 'SELECT 1')
       assertError(
         select,
@@ -434,7 +469,7 @@ describe('B. a transaction whose backend died is lost, and says so until it is e
       const { rows } = await client.query('SELECT pg_backend_pid() AS pid')
       await terminateBackend(direct, rows[0].pid)
       await assert.rejects(client.query('COMMIT'), (error: pg.DatabaseError) => {
-        assert.ok(connectionClass(error.code ?? ''), `COMMIT failed with ${error.code} ${error.message}`)
+        assert.ok(lostConnection(error.code ?? ''), `COMMIT failed with ${error.code} ${error.message}`)
         return true
       })
       assert.deepEqual((await client.query('SELECT 1 AS one')).rows, [{ one: 1 }])
@@ -454,7 +489,7 @@ describe('B. a transaction whose backend died is lost, and says so until it is e
         assert.ok(expected(error.code ?? ''), `got ${error.code} ${error.message}`)
         return true
       }
-      await assert.rejects(client.query('SELECT 1'), code(connectionClass))
+      await assert.rejects(client.query('SELECT 1'), code(lostConnection))
       await assert.rejects(client.query('SELECT 1'), code(inFailedTransaction))
       await assert.rejects(client.query('SELECT $1::int', [1]), code(inFailedTransaction))
       await client.query('ROLLBACK')
