@@ -52,7 +52,7 @@ describe('loadGatewayConfig', () => {
       auth: { method: 'scram-sha-256', cacheTtlMs: 60_000 },
       tls: null,
       startupTimeoutMs: 10_000,
-      pinnedIdleTimeoutMs: 0,
+      pinnedIdleTimeoutMs: 10_000,
       maxClientConnections: 10_000,
       logLevel: 'info',
     }
@@ -133,7 +133,7 @@ describe('loadGatewayConfig', () => {
       auth: { method: 'md5', cacheTtlMs: 120_000 },
       tls: { certFile: cert, keyFile: join(dir, 'server.key') },
       startupTimeoutMs: 2500,
-      pinnedIdleTimeoutMs: 0,
+      pinnedIdleTimeoutMs: 10_000,
       maxClientConnections: 500,
       logLevel: 'debug',
     }

@@ -178,9 +178,9 @@ export const GATEWAY_OPTIONS = {
   pinnedIdleTimeout: {
     name: 'pinned-idle-timeout',
     valueName: 'duration',
-    defaultValue: '0',
+    defaultValue: '10s',
     description:
-      'end a session that holds a backend for its temp tables, locks or cursors and idles this long (0: never)',
+      'end a session that holds a backend for its temp tables, locks, cursors or sequence state and idles this long (0: never)',
   },
   maxClientConnections: {
     name: 'max-client-connections',
