@@ -18,7 +18,16 @@ import {
 } from '../pgctl/index.ts'
 import { queryServer, quoteLiteral } from '../pooler/index.ts'
 import { FileTopology, type TopologySnapshot } from '../topology/index.ts'
-import { CLUSTER_OPTIONS, type ClusterConfig } from './config.ts'
+import {
+  CHANGEABLE_SETTINGS,
+  CLUSTER_OPTIONS,
+  type ClusterConfig,
+  readStoredSettings,
+  type StoredKey,
+  type StoredSettings,
+  settingConflicts,
+  writeStoredSettings,
+} from './config.ts'
 import { exists } from './files.ts'
 import { componentLog, instanceLayout, instanceNames, passwordFile, topologyDir } from './layout.ts'
 
@@ -38,9 +47,16 @@ export interface UpResult {
  * replication slots, configuration written by us) and starts what is not running: one
  * pooler process per instance, which runs and supervises its Postgres, and the gateway
  * process. Returns once every component reports healthy.
+ *
+ * The settings are stored in the directory (`settings.yaml`) when the cluster is made;
+ * `config` must agree with the fixed ones (`loadClusterConfig` takes them from there),
+ * and changed changeable ones are stored for the components started from now on.
  */
 export async function up(config: ClusterConfig, log: Logger): Promise<UpResult> {
   await checkMachine(config)
+  const stored = readStoredSettings(config.dir)
+  const conflicts = settingConflicts(config, stored)
+  if (conflicts.length > 0) throw new ConfigError(conflicts)
   const topology = new FileTopology(topologyDir(config))
   let snapshot = await topology.snapshot()
   const created = snapshot.cluster === null
@@ -49,6 +65,7 @@ export async function up(config: ClusterConfig, log: Logger): Promise<UpResult> 
   await prepareServiceDir(config.dir, 0o711)
   await mkdir(join(config.dir, 'log'), { recursive: true })
   await prepareServiceDir(join(config.dir, 'log'), 0o711)
+  await storeSettings(config, stored, log)
 
   const [primaryName, ...replicaNames] = names
   const primary = instanceLayout(config, primaryName)
@@ -138,6 +155,26 @@ export async function up(config: ClusterConfig, log: Logger): Promise<UpResult> 
     password,
     created,
   }
+}
+
+/**
+ * Stores `config`'s settings when the directory has none yet (a new cluster, or one made
+ * before settings were stored) or when a changeable one changed, which running
+ * components do not see: they keep their value until they are started again.
+ */
+async function storeSettings(config: ClusterConfig, stored: StoredSettings | null, log: Logger) {
+  for (const key of CHANGEABLE_SETTINGS) {
+    const before = stored?.values[key]
+    if (before !== undefined && before !== config[key]) {
+      log.warn(
+        { setting: CLUSTER_OPTIONS[key].flag, from: before, to: config[key] },
+        'setting changed: components started from now on use the new value, running ones theirs until tidepool down and up',
+      )
+    }
+  }
+  const keys = Object.keys(CLUSTER_OPTIONS).filter((key): key is StoredKey => key !== 'dir')
+  if (stored === null || !stored.fromFile || keys.some((key) => stored.values[key] !== config[key]))
+    await writeStoredSettings(config)
 }
 
 /** The flags that give a component the same configuration as ours. */
