@@ -231,6 +231,11 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
   /** The session probe is on the wire: what the session holds on its backend is unknown. */
   private probing = false
   /**
+   * The probe on the wire looks for state that pins (the text may have made temporary
+   * tables, locks, cursors): if the backend dies under it, that state may be lost.
+   */
+  private probingPins = false
+  /**
    * Everything sent on this lease was pipeline-safe: it left no session state behind,
    * so the backend needs no reset if the session leaves mid-request.
    */
@@ -1122,7 +1127,9 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
       if (this.pending.length > 0) this.requestLease()
       return
     }
-    const stateLost = this.pinned || this.copyIn || this.probing || this.syncPoints > 1
+    // A probe only for settings loses nothing the session can tell: the next backend
+    // gets the settings known before it (a function's set_config since is the limit).
+    const stateLost = this.pinned || this.copyIn || (this.probing && this.probingPins) || this.syncPoints > 1
     this.sequenceState = false
     this.pinned = false
     this.draining = false
@@ -1364,6 +1371,7 @@ export class Session implements FrameHandler, BackendReceiver, LeaseRequest, Not
     // A simple query drops the unnamed statement: a pinned session's is sent again.
     this.unnamedHere = false
     this.settingsDirty = false
+    this.probingPins = this.pinsDirty
     this.pinsDirty = false
     this.draining = true
     this.probing = true

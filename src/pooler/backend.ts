@@ -52,6 +52,10 @@ export interface QueuedLease {
   readonly receiver: BackendReceiver | null
   /** Called when the leases before it are done and the backend now answers it. */
   becameHead(): void
+  /** Whether a cancel meant for a lease ahead of it could land on it harmlessly. */
+  retrySafe(): boolean
+  /** A cancel for a lease ahead of it was sent: it may land on this one's statement. */
+  exposeToCancel(): void
 }
 
 let nextBackendId = 1
@@ -102,6 +106,11 @@ export class BackendConn implements FrameHandler {
   cancelsInFlight = 0
   /** A cancel may still arrive at any time (it timed out): never reused. */
   cancelUndelivered = false
+  /**
+   * A cancel was sent since it was last idle: a signal may still be pending in the
+   * backend, so no lease is pipelined onto it until it is idle again.
+   */
+  cancelExposed = false
   /** Runs once the last cancel in flight is done (a return to the pool put off). */
   afterCancels: (() => void) | null = null
   /** The server this connection went to (a cancel goes there too). */

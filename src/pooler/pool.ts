@@ -14,6 +14,7 @@ import {
 import type { Lease, LeaseRequest } from './lease.ts'
 import { hasForeignCustomNames, noteCustomNames, settingsDiffSql } from './settings.ts'
 import { InternalQueries, type QueryResult, simpleQuery } from './simple-query.ts'
+import { type GuardedLease, isRetrySafe, MAX_RECORDED_BYTES, StrayCancelGuard } from './stray-cancel.ts'
 
 export interface PoolOptions {
   maxSize: number
@@ -44,6 +45,8 @@ export interface PoolStats {
   backendsClosed: number
   /** Leases granted behind another session's transaction on a busy backend. */
   leasesPipelined: number
+  /** Statements written again after a cancel meant for the lease ahead hit them (stray-cancel.ts). */
+  strayCancelsRetried: number
 }
 
 interface Waiter {
@@ -89,7 +92,7 @@ export class Pool {
   private readonly endpoint: () => Endpoint
   private readonly options: PoolOptions
   private readonly credentials: () => BackendCredentials
-  private readonly log: Logger
+  readonly log: Logger
   private readonly onBackendGone: (backendId: number) => void
   private readonly idle: BackendConn[] = []
   private readonly all = new Set<BackendConn>()
@@ -109,6 +112,7 @@ export class Pool {
     backendsOpened: 0,
     backendsClosed: 0,
     leasesPipelined: 0,
+    strayCancelsRetried: 0,
   }
 
   constructor(
@@ -174,15 +178,18 @@ export class Pool {
   /**
    * Asks the server to cancel what `conn` runs now, on a connection of its own, for the
    * lease at its head (rule 5, "Faults"). The signal lands whenever the server gets to
-   * it, so no other session may have a statement on this backend until then: none
-   * queued behind (the cancel is dropped if one already is), none granted meanwhile.
+   * it, so no other session's statement may be at its mercy: none granted until the
+   * server acted on it, and of the leases already queued behind, each must be one the
+   * stray cancel cannot hurt (see stray-cancel.ts), or the cancel is dropped.
    */
   cancelBackend(conn: BackendConn): void {
-    if (conn.queued.length > 0) {
+    if (!conn.queued.every((lease) => lease.retrySafe())) {
       this.log.debug({ backend: conn.id }, 'cancel dropped: another session is queued on the backend')
       return
     }
+    for (const lease of conn.queued) lease.exposeToCancel()
     this.pipelinable.delete(conn)
+    conn.cancelExposed = true
     conn.cancelsInFlight++
     sendCancel(
       conn.endpoint,
@@ -309,7 +316,8 @@ export class Pool {
    */
   offerPipeline(conn: BackendConn): void {
     if (conn.state === 'closed' || conn.queued.length >= this.options.pipelineDepth) return
-    if (conn.cancelsInFlight > 0) return
+    // A cancel sent for it may still be pending in the backend (see cancelBackend).
+    if (conn.cancelsInFlight > 0 || conn.cancelExposed) return
     const waiter = this.waiters.peek()
     if (waiter !== undefined && waiter.request.settingsKey === conn.settingsKey) {
       this.waiters.shift()
@@ -317,6 +325,10 @@ export class Pool {
       return
     }
     this.pipelinable.add(conn)
+  }
+
+  noteStrayCancel(): void {
+    this.stats.strayCancelsRetried++
   }
 
   /** Grants a lease behind the ones `conn` already serves. */
@@ -343,6 +355,9 @@ export class Pool {
       conn.destroy(new PgError(SqlState.AdminShutdown, 'a cancel request for it may still arrive'))
       return
     }
+    // Idle, with every cancel delivered: a signal still pending is ignored by a backend
+    // waiting for its next command.
+    conn.cancelExposed = false
     conn.state = 'idle'
     const now = Date.now()
     conn.lastUsedAt = now
@@ -550,20 +565,92 @@ function syncThenQuery(conn: BackendConn, sql: string): Promise<QueryResult> {
 }
 
 /** The in-process lease: direct calls on the pooled connection. */
-class PooledLease extends BackendHandle implements Lease, QueuedLease {
+class PooledLease extends BackendHandle implements Lease, QueuedLease, GuardedLease {
   private readonly pool: Pool
   receiver: BackendReceiver | null = null
   /** The backend answers this lease now (else it waits behind others). */
   private head: boolean
   private active = true
   private cancelWhenHead = false
+  cancelledItself = false
   private whenHead: (() => void) | null = null
   private readonly queries = new InternalQueries()
+  /**
+   * A queued lease's requests, as written, until its first reply: what is written again
+   * if a cancel meant for a lease ahead lands on it (see stray-cancel.ts). Null for the
+   * head, once the first reply came, or past MAX_RECORDED_BYTES.
+   */
+  private recorded: Buffer[] | null
+  private recordedBytes = 0
+  /** A cancel for a lease ahead was sent while this one waited behind it. */
+  private exposed = false
+  /** Watches the first reply for a stray cancel while this lease is head. */
+  private guard: StrayCancelGuard | null = null
+  /**
+   * Requests the session sent after it was exposed, held back until its first reply is
+   * known: a statement written again must not run after them.
+   */
+  private held: Buffer[] | null = null
+  private readonly drainWaiters: (() => void)[] = []
 
   constructor(pool: Pool, conn: BackendConn, head: boolean) {
     super(conn)
     this.pool = pool
     this.head = head
+    this.recorded = head ? null : []
+  }
+
+  override send(data: Buffer): boolean {
+    if (this.held !== null) {
+      this.held.push(Buffer.from(data))
+      return false
+    }
+    if (this.recorded !== null) {
+      this.recordedBytes += data.length
+      if (this.recordedBytes > MAX_RECORDED_BYTES) this.recorded = null
+      else this.recorded.push(Buffer.from(data))
+    }
+    return super.send(data)
+  }
+
+  /** Whether a cancel meant for a lease ahead could not hurt this one (see stray-cancel.ts). */
+  retrySafe(): boolean {
+    return this.recorded !== null && this.recorded.length > 0 && !this.cancelWhenHead
+      ? isRetrySafe(Buffer.concat(this.recorded))
+      : false
+  }
+
+  override onDrain(callback: () => void): void {
+    if (this.held !== null) this.drainWaiters.push(callback)
+    else super.onDrain(callback)
+  }
+
+  exposeToCancel(): void {
+    this.exposed = true
+    this.held ??= []
+  }
+
+  rewrite(bytes: Buffer): void {
+    this.pool.noteStrayCancel()
+    this.pool.log.info(
+      { backend: this.conn.id },
+      'a cancel meant for the lease ahead hit this one; its statement is written again',
+    )
+    super.send(bytes)
+  }
+
+  /** Ends the watch for a stray cancel: what was held back goes out now. */
+  unguard(): void {
+    if (this.guard !== null) {
+      this.guard = null
+      if (this.head && this.conn.receiver !== null) this.conn.receiver = this.receiver
+    }
+    this.exposed = false
+    const held = this.held
+    if (held === null) return
+    this.held = null
+    for (const bytes of held) super.send(bytes)
+    for (const callback of this.drainWaiters.splice(0)) callback()
   }
 
   get backendId(): number {
@@ -585,13 +672,19 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
 
   attach(receiver: BackendReceiver): void {
     this.receiver = receiver
-    if (this.head) this.conn.receiver = receiver
+    if (this.head && this.guard === null) this.conn.receiver = receiver
     if (this.conn.state === 'closed')
       receiver.onBackendClosed(this.conn.closeError ?? new Error('backend closed'), !this.head)
   }
 
   becameHead(): void {
     this.head = true
+    const recorded = this.recorded
+    this.recorded = null
+    if (this.exposed && recorded !== null && recorded.length > 0) {
+      this.guard = new StrayCancelGuard(this, Buffer.concat(recorded))
+      this.conn.receiver = this.guard
+    } else this.unguard()
     if (this.cancelWhenHead && this.active) this.pool.cancelBackend(this.conn)
     const whenHead = this.whenHead
     this.whenHead = null
@@ -599,6 +692,7 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
   }
 
   release(): void {
+    this.unguard()
     if (this.queries.deferred(() => this.release())) return
     if (this.active && !this.head) {
       // Nothing of this lease's was sent (its session left while queued): step aside in turn.
@@ -614,6 +708,8 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
   }
 
   abandon(syncPoints: number, unsynced: boolean, reset: boolean): void {
+    // No one is left to be spared a stray cancel; held requests go out to be answered.
+    this.unguard()
     if (this.queries.deferred(() => this.abandon(syncPoints, unsynced, reset))) return
     if (!this.active) return
     if (syncPoints === 0) {
@@ -641,12 +737,14 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
   }
 
   releaseDirty(unsynced: boolean, reset: boolean): void {
+    this.unguard()
     if (this.queries.deferred(() => this.releaseDirty(unsynced, reset))) return
     if (!this.end()) return
     this.pool.reset(this.conn, unsynced, reset)
   }
 
   discard(reason: string): void {
+    this.unguard()
     if (this.queries.deferred(() => this.discard(reason))) return
     if (!this.end()) return
     this.conn.destroy(new PgError(SqlState.AdminShutdown, reason))
@@ -654,6 +752,7 @@ class PooledLease extends BackendHandle implements Lease, QueuedLease {
 
   cancel(): void {
     if (!this.active) return
+    this.cancelledItself = true
     if (this.head) this.pool.cancelBackend(this.conn)
     else this.cancelWhenHead = true
   }

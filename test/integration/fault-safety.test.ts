@@ -870,11 +870,54 @@ describe('F. a cancel never hits another session', () => {
       )
       done = true
       await Promise.all(aLoops)
+      const stats = target.gateway.pooler.stats()
+      const pipelined = stats.reduce((sum, pool) => sum + (pool.leasesPipelined ?? 0), 0)
+      const retried = stats.reduce((sum, pool) => sum + (pool.strayCancelsRetried ?? 0), 0)
       t.diagnostic(
-        `A: ${JSON.stringify([...aOutcomes])}; B: ${bQueries} queries, errors ${JSON.stringify([...bErrors])}`,
+        `A: ${JSON.stringify([...aOutcomes])}; B: ${bQueries} queries, errors ${JSON.stringify([...bErrors])}; ${pipelined} leases pipelined, ${retried} statements hit by a stray cancel written again`,
       )
       assert.deepEqual([...bErrors], [], `B's queries failed (of ${bQueries})`)
       assert.ok(!aOutcomes.has('no reply'), 'A stopped getting replies')
+    })
+  })
+  test('F2: pool of 1: a pipelined statement a cancel meant for the head lands on is run again; B never gets 57014', async (t) => {
+    await withTarget({ poolSize: 1 }, async (target) => {
+      const a = await target.rawWithKey()
+      const b = await target.raw()
+      const aOutcomes = new Map<string, number>()
+      const bOutcomes = new Map<string, number>()
+      // Each round B's statement is written behind A's on the one backend (both are
+      // pipeline-safe, and A's has just started), and A's cancel is timed to land around
+      // the end of A's statement: landing just after, Postgres cancels B's instead.
+      for (let round = 0; round < 200; round++) {
+        // Every fourth statement of A's runs long enough for its cancel to hit it.
+        a.client.write(query(`SELECT count(*) FROM generate_series(1, ${round % 4 === 3 ? 400000 : 20000})`))
+        await sleep(0)
+        b.write(query('SELECT count(*) FROM generate_series(1, 100000)'))
+        await sleep(round % 4)
+        const cancel = sendCancel(target.gateway.port, a.processId, a.secretKey)
+        const [aReply, bReply] = await Promise.all([readReply(a.client, 10_000), readReply(b, 10_000)])
+        await cancel
+        for (const [outcomes, reply] of [
+          [aOutcomes, aReply],
+          [bOutcomes, bReply],
+        ] as const) {
+          const key = errorsOf(reply.messages)[0]?.code ?? (reply.status === '' ? 'no reply' : 'ok')
+          outcomes.set(key, (outcomes.get(key) ?? 0) + 1)
+        }
+        if (aReply.status === '' || bReply.status === '') break
+      }
+      const stats = target.gateway.pooler.stats()
+      const retried = stats.reduce((sum, pool) => sum + (pool.strayCancelsRetried ?? 0), 0)
+      const pipelined = stats.reduce((sum, pool) => sum + (pool.leasesPipelined ?? 0), 0)
+      t.diagnostic(
+        `A: ${JSON.stringify([...aOutcomes])}; B: ${JSON.stringify([...bOutcomes])}; ${pipelined} leases pipelined; ${retried} of B's statements hit by A's cancel and written again`,
+      )
+      assert.deepEqual([...bOutcomes], [['ok', 200]], "B's statements (it never cancelled)")
+      assert.ok(
+        (aOutcomes.get('57014') ?? 0) + retried > 0,
+        'no cancel reached the backend: the test exercised nothing',
+      )
     })
   })
 })
