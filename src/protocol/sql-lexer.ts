@@ -912,7 +912,7 @@ function statementEnd(sql: Buffer, i: number, end: number): number {
 }
 
 /** Skips whitespace and comments; the offset of the next token, or -1 inside an unterminated comment. */
-function skipBlank(sql: Buffer, i: number, end: number): number {
+export function skipBlank(sql: Buffer, i: number, end: number): number {
   while (i < end) {
     const byte = sql[i]
     if (isSpace(byte)) i++

@@ -1,3 +1,5 @@
+import { skipBlank } from './sql-lexer.ts'
+
 /**
  * Recognises the statements that end a transaction block, the only ones Postgres runs in
  * an aborted transaction (IsTransactionExitStmt in src/backend/tcop/postgres.c, less the
@@ -23,16 +25,12 @@ export function transactionExit(sql: Buffer, start = 0, end = sql.length): ExitS
   const words: string[] = []
   let i = start
   let sawString = false
-  while (i < end) {
+  for (;;) {
+    i = skipBlank(sql, i, end)
+    if (i < 0) return null
+    if (i >= end) break
     const byte = sql[i]
-    if (byte === 0x20 || (byte >= 0x09 && byte <= 0x0d)) {
-      i++
-    } else if (byte === 0x2d && sql[i + 1] === 0x2d) {
-      while (i < end && sql[i] !== 0x0a) i++
-    } else if (byte === 0x2f && sql[i + 1] === 0x2a) {
-      i = skipBlockComment(sql, i, end)
-      if (i < 0) return null
-    } else if (byte === 0x3b) {
+    if (byte === 0x3b) {
       i++
       break
     } else if (isLetter(byte)) {
@@ -81,19 +79,4 @@ function classify(words: readonly string[], sawString: boolean): TransactionExit
 
 function isLetter(byte: number): boolean {
   return (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
-}
-
-/** Past a (nested, as in Postgres) block comment; -1 if it never ends. */
-function skipBlockComment(sql: Buffer, i: number, end: number): number {
-  let depth = 0
-  while (i < end) {
-    if (sql[i] === 0x2f && sql[i + 1] === 0x2a) {
-      depth++
-      i += 2
-    } else if (sql[i] === 0x2a && sql[i + 1] === 0x2f) {
-      i += 2
-      if (--depth === 0) return i
-    } else i++
-  }
-  return -1
 }

@@ -33,6 +33,7 @@ import { type ClusterConfig, down, isAlive, loadClusterConfig, status, up } from
 import { createLogger } from '../../src/log.ts'
 import { prepareServiceDir } from '../../src/pgctl/index.ts'
 import type { InstanceRecord } from '../../src/topology/index.ts'
+import { eventuallyValue } from '../support/faults.ts'
 import { freePort, freePortRun } from '../support/ports.ts'
 import { key, Ledger, WriterProcess } from './ledger.ts'
 import { buildGoWriter, CHAOS_DIR, PYTHON_TARGET, preparePython, ROOT } from './tools.ts'
@@ -59,25 +60,6 @@ type Fault = (typeof FAULTS)[number]
 
 const log = createLogger('error')
 const CI = process.env.CI === 'true'
-
-async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs: number,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  for (;;) {
-    try {
-      const value = await check()
-      if (value !== undefined) return value
-    } catch (error) {
-      last = error
-    }
-    if (Date.now() > deadline) assert.fail(`${what} within ${timeoutMs} ms (last: ${String(last)})`)
-    await sleep(100)
-  }
-}
 
 /** The processes' command lines name the cluster's directory: a pid we may still signal is ours. */
 function runsIn(pid: number, dir: string): boolean {
@@ -149,7 +131,7 @@ describe('chaos: acknowledged writes survive faults of Postgres, pooler and gate
   }
 
   async function healthy(what: string, accept: (record: InstanceRecord) => boolean = () => true) {
-    return eventually(
+    return eventuallyValue(
       what,
       async () => {
         const record = await primary()
@@ -197,7 +179,7 @@ describe('chaos: acknowledged writes survive faults of Postgres, pooler and gate
       }
     } else if (fault === 'pooler-kill') {
       process.kill(before.poolerPid!, 'SIGKILL')
-      await eventually(
+      await eventuallyValue(
         'the pooler gone',
         async () => (isAlive(before.poolerPid) ? undefined : true),
         RECOVERY_MS,
@@ -207,7 +189,7 @@ describe('chaos: acknowledged writes survive faults of Postgres, pooler and gate
     } else if (fault === 'gateway-kill') {
       const pid = await gatewayPid()
       process.kill(pid, 'SIGKILL')
-      await eventually('the gateway gone', async () => (isAlive(pid) ? undefined : true), RECOVERY_MS)
+      await eventuallyValue('the gateway gone', async () => (isAlive(pid) ? undefined : true), RECOVERY_MS)
       await up(config!, log)
       assert.notEqual(await gatewayPid(), pid, 'a new gateway runs')
     } else {
@@ -375,7 +357,7 @@ describe('chaos: acknowledged writes survive faults of Postgres, pooler and gate
     assert.ok(loadFinished, 'the load did not finish')
     const client = await direct()
     try {
-      await eventually(
+      await eventuallyValue(
         'no session idle in transaction on the primary and no leased backend',
         async () => {
           const { rows: idle } = await client.query(

@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import postgresJs from 'postgres'
 import type { Gateway } from '../../src/gateway/index.ts'
+import { eventually } from '../support/faults.ts'
 import { startTestGateway, type TestGatewayOptions } from '../support/gateway.ts'
 import type { TestPostgres } from '../support/postgres.ts'
 import { startTestPostgres } from '../support/postgres.ts'
@@ -15,19 +16,6 @@ import {
   sendCancel,
 } from '../support/raw-client.ts'
 import { describeErrors, trackUncaught } from '../support/uncaught.ts'
-
-/** Polls `check` until it returns true or `timeoutMs` passes. */
-async function eventually(
-  check: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 5000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`)
-    await sleep(25)
-  }
-}
 
 /** Waits until Postgres runs a statement containing `marker`. */
 async function statementRunning(observer: pg.Client, marker: string): Promise<void> {

@@ -14,28 +14,10 @@ import pg from 'pg'
 import { type ClusterConfig, down, isAlive, loadClusterConfig, status, up } from '../../src/cluster/index.ts'
 import { createLogger } from '../../src/log.ts'
 import { prepareServiceDir } from '../../src/pgctl/index.ts'
+import { eventuallyValue } from '../support/faults.ts'
 import { freePort, freePortRun } from '../support/ports.ts'
 
 const log = createLogger('error')
-
-async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs = 15_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  for (;;) {
-    try {
-      const value = await check()
-      if (value !== undefined) return value
-    } catch (error) {
-      last = error
-    }
-    if (Date.now() > deadline) assert.fail(`${what} within ${timeoutMs} ms (last error: ${String(last)})`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
 
 /**
  * The processes connected to the Unix socket at `path`, with how many connections each
@@ -105,7 +87,7 @@ describe('tidepool up: a managed cluster', () => {
       const direct = new URL(url)
       direct.port = String(replica.port)
       const client = await connect(direct.toString())
-      await eventually(`row ${id} on ${replica.name}`, async () => {
+      await eventuallyValue(`row ${id} on ${replica.name}`, async () => {
         const { rows } = await client.query('SELECT 1 FROM notes WHERE id = $1', [id])
         return rows.length === 1 ? true : undefined
       })
@@ -127,7 +109,7 @@ describe('tidepool up: a managed cluster', () => {
     await writer.query("INSERT INTO notes VALUES (1, 'hello')")
     const reader = await connect(replicaUrl)
     assert.equal((await reader.query('SELECT pg_is_in_recovery() AS r')).rows[0].r, true)
-    const body = await eventually('the row on the replica', async () => {
+    const body = await eventuallyValue('the row on the replica', async () => {
       const { rows } = await reader.query('SELECT body FROM notes WHERE id = 1')
       return rows[0]?.body as string | undefined
     })
@@ -184,7 +166,7 @@ describe('tidepool up: a managed cluster', () => {
       (unixClients(primary.poolerLink!).get(gatewayPid) ?? 0) >= 1,
       'the gateway is on the lease link',
     )
-    const reported = await eventually('the pool use in the topology', async () => {
+    const reported = await eventuallyValue('the pool use in the topology', async () => {
       const use = (await status(config)).instances[0].pool
       return use.backends >= 2 ? use : undefined
     })
@@ -208,7 +190,7 @@ describe('tidepool up: a managed cluster', () => {
     // the restarted server and succeeds, as if nothing had happened.
     const { rows } = await idle.query('SELECT count(*)::int AS n FROM notes')
     assert.equal(rows[0].n, 2)
-    const restarted = await eventually('the primary restarted', async () => {
+    const restarted = await eventuallyValue('the primary restarted', async () => {
       const primary = (await status(config)).instances[0]
       return primary.health === 'healthy' && primary.postgresPid !== before.postgresPid ? primary : undefined
     })
@@ -220,7 +202,7 @@ describe('tidepool up: a managed cluster', () => {
   test('kill -9 of a replica: restarted and streaming again', async () => {
     const before = (await status(config)).instances[1]
     process.kill(before.postgresPid!, 'SIGKILL')
-    await eventually('the replica restarted', async () => {
+    await eventuallyValue('the replica restarted', async () => {
       const replica = (await status(config)).instances[1]
       return replica.health === 'healthy' && replica.postgresPid !== before.postgresPid ? replica : undefined
     })
@@ -231,12 +213,12 @@ describe('tidepool up: a managed cluster', () => {
   test('kill -9 of a pooler: up starts a new one, which takes its Postgres over', async () => {
     const before = (await status(config)).instances[1]
     process.kill(before.poolerPid!, 'SIGKILL')
-    await eventually('the pooler gone', async () => (isAlive(before.poolerPid!) ? undefined : true))
+    await eventuallyValue('the pooler gone', async () => (isAlive(before.poolerPid!) ? undefined : true))
     await up(config, log)
     const after = (await status(config)).instances[1]
     assert.equal(after.health, 'healthy')
     assert.notEqual(after.poolerPid, before.poolerPid)
-    await eventually('the orphaned postmaster gone', async () =>
+    await eventuallyValue('the orphaned postmaster gone', async () =>
       isAlive(before.postgresPid!) ? undefined : true,
     )
     await writer(`INSERT INTO notes VALUES (5, 'after a new pooler')`)
@@ -248,7 +230,7 @@ describe('tidepool up: a managed cluster', () => {
     await idle.query('SELECT 1')
     const before = (await status(config)).instances[0]
     process.kill(before.poolerPid!, 'SIGKILL')
-    await eventually('the pooler gone', async () => (isAlive(before.poolerPid!) ? undefined : true))
+    await eventuallyValue('the pooler gone', async () => (isAlive(before.poolerPid!) ? undefined : true))
     // The session's next query waits for the lease link to come back, then runs.
     const next = idle.query('SELECT count(*)::int AS n FROM notes')
     await up(config, log)
@@ -266,7 +248,7 @@ describe('tidepool up: a managed cluster', () => {
     await appendFile(conf, '\nno_such_setting_at_all = 1\n')
     const started = Date.now()
     process.kill(before.postgresPid!, 'SIGKILL')
-    const failed = await eventually(
+    const failed = await eventuallyValue(
       `${before.name} reported failed`,
       async () => {
         const record = (await status(config)).instances[2]
@@ -300,7 +282,7 @@ describe('tidepool up: a managed cluster', () => {
     const again = await up(config, log)
     assert.equal(again.created, false)
     const reader = await connect(again.replicaUrl)
-    const count = await eventually('the data on a replica after up', async () => {
+    const count = await eventuallyValue('the data on a replica after up', async () => {
       const { rows } = await reader.query('SELECT count(*)::int AS n FROM notes')
       return rows[0].n === 6 ? rows[0].n : undefined
     })

@@ -33,6 +33,26 @@ export async function eventually(
   }
 }
 
+/** Polls `check` until it returns a value; fails with its last error after `timeoutMs`. */
+export async function eventuallyValue<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 15_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  for (;;) {
+    try {
+      const value = await check()
+      if (value !== undefined) return value
+    } catch (error) {
+      last = error
+    }
+    if (Date.now() > deadline) assert.fail(`${what} within ${timeoutMs} ms (last error: ${String(last)})`)
+    await sleep(100)
+  }
+}
+
 /** The pid of the backend running a statement whose text contains `marker`. */
 export async function runningBackend(direct: pg.Client, marker: string, timeoutMs = 5000): Promise<number> {
   let pid = 0
